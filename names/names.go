@@ -1,0 +1,106 @@
+// Package names builds and parses every name xspace-mesh puts on the wire:
+// VIP names, cluster names, secret names and SPIFFE identities. No other
+// package formats or splits these strings.
+package names
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+const (
+	// PlainSuffix marks the plaintext cluster of a VIP ("payments.vip").
+	PlainSuffix = ".vip"
+	// SecureSuffix marks the mutual-TLS cluster of a VIP ("payments.svip").
+	SecureSuffix = ".svip"
+
+	// IdentitySecret is the SDS secret holding the requesting sidecar's own certificate.
+	IdentitySecret = "xspace/identity"
+	// TrustBundleSecret is the SDS secret holding the mesh's trust bundle.
+	TrustBundleSecret = "xspace/trust-bundle"
+
+	spiffePrefix = "spiffe://xspace/svc/"
+	maxVIPLen    = 63
+)
+
+// ErrInvalidVIP is returned (wrapped) for a string that is not a valid VIP name.
+var ErrInvalidVIP = errors.New("invalid VIP name")
+
+// ValidateVIP reports whether s is a VIP name: a DNS label of 1 to 63
+// characters, lower-case letters, digits and '-', not starting or ending with '-'.
+func ValidateVIP(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty; use a DNS label such as \"payments\"", ErrInvalidVIP)
+	case len(s) > maxVIPLen:
+		return fmt.Errorf("%w: %d characters, at most %d allowed", ErrInvalidVIP, len(s), maxVIPLen)
+	case s[0] == '-' || s[len(s)-1] == '-':
+		return fmt.Errorf("%w: %q starts or ends with '-'", ErrInvalidVIP, s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return fmt.Errorf("%w: %q contains %q; only lower-case letters, digits and '-' are allowed",
+				ErrInvalidVIP, s, string(rune(c)))
+		}
+	}
+	return nil
+}
+
+// Cluster returns the cluster name of a VIP: "<vip>.vip", or "<vip>.svip" when secure.
+func Cluster(vip string, secure bool) string {
+	if secure {
+		return vip + SecureSuffix
+	}
+	return vip + PlainSuffix
+}
+
+// ParseCluster splits a cluster name into its VIP and whether it is the
+// secure cluster. ok is false for any name that is not "<vip>.vip" or
+// "<vip>.svip" with a valid VIP.
+func ParseCluster(name string) (vip string, secure bool, ok bool) {
+	switch {
+	case strings.HasSuffix(name, SecureSuffix):
+		vip, secure = strings.TrimSuffix(name, SecureSuffix), true
+	case strings.HasSuffix(name, PlainSuffix):
+		vip = strings.TrimSuffix(name, PlainSuffix)
+	default:
+		return "", false, false
+	}
+	if ValidateVIP(vip) != nil {
+		return "", false, false
+	}
+	return vip, secure, true
+}
+
+// ClusterForAuthority maps a request authority (Host header) to the cluster
+// a sidecar routes it to: the port is stripped; "payments" and
+// "payments.vip" map to "payments.vip", "payments.svip" to "payments.svip".
+func ClusterForAuthority(authority string) (string, bool) {
+	host := authority
+	if h, _, err := net.SplitHostPort(authority); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	if _, _, ok := ParseCluster(host); ok {
+		return host, true
+	}
+	if ValidateVIP(host) == nil {
+		return Cluster(host, false), true
+	}
+	return "", false
+}
+
+// SPIFFE returns the identity URI of a service's certificates.
+func SPIFFE(service string) string { return spiffePrefix + service }
+
+// ParseSPIFFE returns the service named by a SPIFFE identity URI.
+func ParseSPIFFE(uri string) (string, bool) {
+	svc, ok := strings.CutPrefix(uri, spiffePrefix)
+	if !ok || ValidateVIP(svc) != nil {
+		return "", false
+	}
+	return svc, true
+}

@@ -1,0 +1,85 @@
+package names
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateVIP(t *testing.T) {
+	good := []string{"a", "payments", "payments-v2", "0abc", strings.Repeat("a", 63)}
+	for _, s := range good {
+		if err := ValidateVIP(s); err != nil {
+			t.Errorf("ValidateVIP(%q) = %v, want nil", s, err)
+		}
+	}
+	bad := []string{"", "-a", "a-", "Payments", "pay_ments", "pay.ments", "pay ments", strings.Repeat("a", 64), "ü"}
+	for _, s := range bad {
+		if err := ValidateVIP(s); !errors.Is(err, ErrInvalidVIP) {
+			t.Errorf("ValidateVIP(%q) = %v, want ErrInvalidVIP", s, err)
+		}
+	}
+}
+
+func TestParseCluster(t *testing.T) {
+	tests := []struct {
+		name   string
+		vip    string
+		secure bool
+		ok     bool
+	}{
+		{"payments.vip", "payments", false, true},
+		{"payments.svip", "payments", true, true},
+		{"payments", "", false, false},
+		{".vip", "", false, false},
+		{"Pay.vip", "", false, false},
+		{"a.b.vip", "", false, false},
+		{"payments.vip.svip", "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vip, secure, ok := ParseCluster(tt.name)
+			if vip != tt.vip || secure != tt.secure || ok != tt.ok {
+				t.Errorf("ParseCluster(%q) = %q, %v, %v; want %q, %v, %v", tt.name, vip, secure, ok, tt.vip, tt.secure, tt.ok)
+			}
+			if ok && Cluster(vip, secure) != tt.name {
+				t.Errorf("Cluster(%q, %v) = %q, want round trip to %q", vip, secure, Cluster(vip, secure), tt.name)
+			}
+		})
+	}
+}
+
+func TestClusterForAuthority(t *testing.T) {
+	tests := []struct {
+		authority string
+		want      string
+		ok        bool
+	}{
+		{"payments", "payments.vip", true},
+		{"payments.vip", "payments.vip", true},
+		{"payments:8080", "payments.vip", true},
+		{"payments.vip:8080", "payments.vip", true},
+		{"payments.svip", "payments.svip", true},
+		{"Payments.SVIP:443", "payments.svip", true},
+		{"example.com", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := ClusterForAuthority(tt.authority)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ClusterForAuthority(%q) = %q, %v; want %q, %v", tt.authority, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSPIFFE(t *testing.T) {
+	if got := SPIFFE("payments"); got != "spiffe://xspace/svc/payments" {
+		t.Fatalf("SPIFFE = %q", got)
+	}
+	if svc, ok := ParseSPIFFE(SPIFFE("payments")); !ok || svc != "payments" {
+		t.Fatalf("ParseSPIFFE round trip = %q, %v", svc, ok)
+	}
+	if _, ok := ParseSPIFFE("spiffe://other/svc/payments"); ok {
+		t.Fatal("ParseSPIFFE accepted a foreign trust domain")
+	}
+}

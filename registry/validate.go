@@ -1,0 +1,183 @@
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+)
+
+// Limits enforced by Validate.
+const (
+	MaxWeight        = 1000
+	MaxInstanceIDLen = 128
+	MaxMetadataKeys  = 64
+	MaxMetadataLen   = 512
+	MinTTL           = Duration(time.Second)
+	MaxTTL           = Duration(24 * time.Hour)
+	maxZoneLen       = 64
+	maxTimeout       = Duration(time.Hour)
+)
+
+// ValidationError says which field of a VIP or instance is wrong and why.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Message }
+
+func invalid(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// retryConditions are the Envoy x-envoy-retry-on (and gRPC) conditions a VIP may use.
+var retryConditions = []string{
+	"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
+	"retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
+	"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+}
+
+// Validate checks a VIP; the error is a *ValidationError naming the field.
+func (v VIP) Validate() error {
+	if err := names.ValidateVIP(v.Name); err != nil {
+		return invalid("name", "%v", err)
+	}
+	return v.Policy.Validate()
+}
+
+// Validate checks a policy; zero values are allowed and mean "default".
+func (p Policy) Validate() error {
+	switch p.Protocol {
+	case "", HTTP1, HTTP2, GRPC:
+	default:
+		return invalid("policy.protocol", "%q is not a protocol; use http1, http2 or grpc", p.Protocol)
+	}
+	switch p.LoadBalancing {
+	case "", RoundRobin, LeastRequest, Random, RingHash, Maglev:
+	default:
+		return invalid("policy.load_balancing", "%q is not a policy; use round_robin, least_request, random, ring_hash or maglev", p.LoadBalancing)
+	}
+	if err := validPort("policy.port", p.Port, true); err != nil {
+		return err
+	}
+	if err := validPort("policy.secure_port", p.SecurePort, true); err != nil {
+		return err
+	}
+	for field, d := range map[string]Duration{
+		"policy.timeouts.connect": p.Timeouts.Connect, "policy.timeouts.request": p.Timeouts.Request,
+		"policy.timeouts.idle": p.Timeouts.Idle, "policy.retries.per_try_timeout": p.Retries.PerTry,
+	} {
+		if d < 0 || d > maxTimeout {
+			return invalid(field, "%s is out of range; use a duration between 0s and 1h", d.D())
+		}
+	}
+	if p.Retries.Attempts > 10 {
+		return invalid("policy.retries.attempts", "%d retries is too many; at most 10", p.Retries.Attempts)
+	}
+	for _, c := range p.Retries.On {
+		if !slices.Contains(retryConditions, c) {
+			return invalid("policy.retries.on", "%q is not an Envoy retry condition; use one of %v", c, retryConditions)
+		}
+	}
+	if p.Retries.BudgetPerc < 0 || p.Retries.BudgetPerc > 100 {
+		return invalid("policy.retries.budget_percent", "%v is not a percentage between 0 and 100", p.Retries.BudgetPerc)
+	}
+	if o := p.OutlierDetection; o != nil {
+		if o.MaxEjectionPercent > 100 {
+			return invalid("policy.outlier_detection.max_ejection_percent", "%d is not a percentage between 0 and 100", o.MaxEjectionPercent)
+		}
+		if o.Interval < 0 || o.BaseEjectionTime < 0 {
+			return invalid("policy.outlier_detection", "durations must not be negative")
+		}
+	}
+	return nil
+}
+
+// Validate checks an instance as a client registers it; the error is a
+// *ValidationError naming the field.
+func (i Instance) Validate() error {
+	if err := names.ValidateVIP(i.VIP); err != nil {
+		return invalid("vip", "%v", err)
+	}
+	if err := validInstanceID(i.ID); err != nil {
+		return err
+	}
+	addr, err := netip.ParseAddr(i.Address)
+	if err != nil || addr.Zone() != "" {
+		return invalid("address", "%q is not an IP address; use the instance's IPv4 or IPv6 address, e.g. 10.0.0.12", i.Address)
+	}
+	if addr.IsUnspecified() || addr.IsMulticast() {
+		return invalid("address", "%s cannot receive traffic; use the instance's own address", addr)
+	}
+	if err := validPort("port", i.Port, false); err != nil {
+		return err
+	}
+	if err := validPort("secure_port", i.SecurePort, true); err != nil {
+		return err
+	}
+	if i.Weight > MaxWeight {
+		return invalid("weight", "%d is out of range; use 1 to %d", i.Weight, MaxWeight)
+	}
+	if err := validStatus(i.Status, true); err != nil {
+		return err
+	}
+	if len(i.Zone) > maxZoneLen {
+		return invalid("zone", "%d characters, at most %d allowed", len(i.Zone), maxZoneLen)
+	}
+	if len(i.Metadata) > MaxMetadataKeys {
+		return invalid("metadata", "%d keys, at most %d allowed", len(i.Metadata), MaxMetadataKeys)
+	}
+	for k, v := range i.Metadata {
+		if k == "" || len(k) > MaxMetadataLen || len(v) > MaxMetadataLen {
+			return invalid("metadata", "keys must be non-empty and keys and values at most %d bytes", MaxMetadataLen)
+		}
+	}
+	if i.TTL != 0 && (i.TTL < MinTTL || i.TTL > MaxTTL) {
+		return invalid("ttl", "%s is out of range; use %s to %s", i.TTL.D(), MinTTL.D(), MaxTTL.D())
+	}
+	return nil
+}
+
+// ValidateStatus checks a status as a client sets it.
+func ValidateStatus(s Status) error { return validStatus(s, false) }
+
+func validStatus(s Status, allowEmpty bool) error {
+	switch s {
+	case StatusUp, StatusStarting, StatusDown, StatusOutOfService, StatusDraining:
+		return nil
+	case "":
+		if allowEmpty {
+			return nil
+		}
+	}
+	return invalid("status", "%q is not a status; use UP, STARTING, DOWN, OUT_OF_SERVICE or DRAINING", s)
+}
+
+func validInstanceID(id string) error {
+	if id == "" || len(id) > MaxInstanceIDLen {
+		return invalid("id", "must be 1 to %d characters", MaxInstanceIDLen)
+	}
+	for _, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
+		if !ok {
+			return invalid("id", "%q contains %q; use letters, digits, '-', '_', '.' or ':'", id, c)
+		}
+	}
+	return nil
+}
+
+// ValidateInstanceID checks an instance id as it appears in a URL.
+func ValidateInstanceID(id string) error { return validInstanceID(id) }
+
+func validPort(field string, p uint32, optional bool) error {
+	if p == 0 && optional {
+		return nil
+	}
+	if p == 0 || p > 65535 {
+		return invalid(field, "%d is not a port; use 1 to 65535", p)
+	}
+	return nil
+}
