@@ -125,9 +125,9 @@ type Instance struct {
 // Service is one VIP as a registry sees it at one moment: the unit that
 // discovery translates into a Cluster and a ClusterLoadAssignment.
 type Service struct {
-	VIP VIP
+	VIP VIP `json:"vip"`
 	// Instances are sorted by ID.
-	Instances []Instance
+	Instances []Instance `json:"instances"`
 }
 
 // Duration is a time.Duration that reads and writes as a Go duration string

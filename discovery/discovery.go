@@ -1,0 +1,269 @@
+// Package discovery decides what the xDS cache holds. It resolves the VIPs
+// proxies ask for on demand, keeps watching each one while any stream holds
+// it (reference counted), republishes its Cluster and ClusterLoadAssignment
+// when the registry reports a change, and forgets it a grace period after
+// the last stream lets go, so memory follows the working set of the fleet.
+//
+// A change to one VIP rebuilds that VIP's resources only. When the registry
+// fails, the last known resources keep being served.
+package discovery
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+// Publisher is where discovery puts the resources it builds: the xDS cache.
+type Publisher interface {
+	Set(name string, msg proto.Message) error
+	Delete(typeURL, name string)
+}
+
+// Options tune discovery; zero values take the defaults.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Grace is how long a VIP no stream holds stays watched (default 5m).
+	Grace time.Duration
+	// RetryInterval is how soon a VIP whose lookup failed is looked up again (default 1s).
+	RetryInterval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Discovery tracks the VIPs that proxies hold.
+type Discovery struct {
+	src     registry.Source
+	pub     Publisher
+	log     *slog.Logger
+	metrics *metrics
+	opts    Options
+
+	mu   sync.Mutex
+	vips map[string]*vip
+
+	dirtyMu sync.Mutex
+	dirty   map[string]struct{}
+	wakeup  chan struct{}
+}
+
+// vip is the state of one watched VIP.
+type vip struct {
+	name string
+	// resolveMu serializes lookups and publishing for this VIP, so the last
+	// state published is always from the newest lookup.
+	resolveMu sync.Mutex
+	// ready is closed once the first lookup has been published.
+	ready chan struct{}
+	stop  func()
+
+	// guarded by Discovery.mu
+	refs      int
+	idleSince time.Time
+
+	// guarded by resolveMu
+	last      registry.Service
+	found     bool
+	err       error
+	forgotten bool
+}
+
+// New returns a Discovery over a registry source, publishing into pub. Call Run.
+func New(src registry.Source, pub Publisher, opts Options) *Discovery {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = 5 * time.Minute
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Discovery{
+		src:     src,
+		pub:     pub,
+		log:     opts.Logger.With("component", "discovery"),
+		metrics: newMetrics(opts.Registerer),
+		opts:    opts,
+		vips:    make(map[string]*vip),
+		dirty:   make(map[string]struct{}),
+		wakeup:  make(chan struct{}, 1),
+	}
+}
+
+// Acquire is called when a stream subscribes to a cluster (or its
+// endpoints). It returns once the cluster's resources, or their absence, are
+// in the cache, so the stream's answer is immediate. Names that are not a
+// VIP's cluster are simply absent and hold nothing.
+func (d *Discovery) Acquire(ctx context.Context, cluster string) {
+	start := d.opts.Now()
+	name, secure, ok := names.ParseCluster(cluster)
+	if !ok {
+		d.metrics.lookups.WithLabelValues(resultNotFound).Inc()
+		return
+	}
+	d.mu.Lock()
+	v := d.vips[name]
+	first := v == nil
+	if first {
+		v = &vip{name: name, ready: make(chan struct{})}
+		d.vips[name] = v
+		d.metrics.watched.Inc()
+	}
+	v.refs++
+	d.mu.Unlock()
+
+	if first {
+		// Watch before the first lookup so no change can fall between them.
+		v.stop = d.src.Watch(name, func() { d.markDirty(name) })
+		d.resolve(ctx, v)
+		close(v.ready)
+	} else {
+		select {
+		case <-v.ready:
+		case <-ctx.Done():
+			return
+		}
+	}
+	d.metrics.lookups.WithLabelValues(d.result(v, secure)).Inc()
+	d.metrics.resolve.Observe(d.opts.Now().Sub(start).Seconds())
+}
+
+// Release undoes one Acquire. A VIP no stream holds is forgotten after the
+// grace period.
+func (d *Discovery) Release(cluster string) {
+	name, _, ok := names.ParseCluster(cluster)
+	if !ok {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := d.vips[name]
+	if v == nil || v.refs == 0 {
+		d.log.Error("release of a cluster that was not acquired", "cluster", cluster)
+		return
+	}
+	v.refs--
+	if v.refs == 0 {
+		v.idleSince = d.opts.Now()
+	}
+}
+
+// result classifies an acquired cluster for the lookups metric.
+func (d *Discovery) result(v *vip, secure bool) string {
+	v.resolveMu.Lock()
+	defer v.resolveMu.Unlock()
+	switch {
+	case v.err != nil && !v.found:
+		return resultError
+	case !v.found || secure || !v.last.VIP.Policy.PlaintextAllowed():
+		return resultNotFound
+	}
+	return resultFound
+}
+
+func (d *Discovery) markDirty(name string) {
+	d.dirtyMu.Lock()
+	d.dirty[name] = struct{}{}
+	d.dirtyMu.Unlock()
+	select {
+	case d.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+// Run processes registry changes and forgets idle VIPs until ctx ends.
+func (d *Discovery) Run(ctx context.Context) {
+	sweep := time.NewTicker(min(d.opts.Grace/4, 10*time.Second))
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.stopAll()
+			return
+		case <-d.wakeup:
+			d.processDirty(ctx)
+		case <-sweep.C:
+			d.forgetIdle()
+		}
+	}
+}
+
+func (d *Discovery) processDirty(ctx context.Context) {
+	d.dirtyMu.Lock()
+	batch := d.dirty
+	d.dirty = make(map[string]struct{}, len(batch))
+	d.dirtyMu.Unlock()
+	for name := range batch {
+		d.mu.Lock()
+		v := d.vips[name]
+		d.mu.Unlock()
+		if v == nil {
+			continue
+		}
+		<-v.ready
+		d.resolve(ctx, v)
+	}
+}
+
+// forgetIdle stops watching VIPs that no stream has held for the grace
+// period and removes their resources. It holds d.mu throughout, so an
+// Acquire of the same VIP either keeps it alive or starts afresh after it.
+func (d *Discovery) forgetIdle() {
+	now := d.opts.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, v := range d.vips {
+		if v.refs > 0 || now.Sub(v.idleSince) < d.opts.Grace || !closed(v.ready) {
+			continue
+		}
+		delete(d.vips, name)
+		d.metrics.watched.Dec()
+		v.stop()
+		v.resolveMu.Lock()
+		v.forgotten = true
+		d.unpublish(name)
+		v.resolveMu.Unlock()
+		d.log.Debug("forgot idle VIP", "vip", name)
+	}
+}
+
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// ForgetIdle runs one pass of forgetting now; Run does it periodically.
+func (d *Discovery) ForgetIdle() { d.forgetIdle() }
+
+func (d *Discovery) stopAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.vips {
+		if closed(v.ready) {
+			v.stop()
+		}
+	}
+}
+
+// SetNow replaces the clock; for tests of the grace period.
+func (d *Discovery) SetNow(now func() time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.opts.Now = now
+}

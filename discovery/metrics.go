@@ -1,0 +1,54 @@
+package discovery
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Results of an on-demand lookup, the label of xspace_discovery_lookups_total.
+const (
+	resultFound    = "found"
+	resultNotFound = "not_found"
+	resultError    = "error"
+)
+
+type metrics struct {
+	lookups         *prometheus.CounterVec
+	resolve         prometheus.Histogram
+	watched         prometheus.Gauge
+	registryErrors  prometheus.Counter
+	translateErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xspace_discovery_lookups_total",
+			Help: "On-demand cluster lookups by result (found, not_found, error).",
+		}, []string{"result"}),
+		resolve: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "xspace_discovery_resolve_seconds",
+			Help: "Time from a stream subscribing to a cluster until its resources (or their absence) are in the cache.",
+			Buckets: []float64{
+				0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+				0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+			},
+		}),
+		watched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xspace_discovery_watched_vips",
+			Help: "VIPs currently watched because a stream holds them or held them within the grace period.",
+		}),
+		registryErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_discovery_registry_errors_total",
+			Help: "Registry lookups that failed; the last known state kept being served.",
+		}),
+		translateErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_discovery_translate_errors_total",
+			Help: "VIPs whose generated resources failed validation and were not published.",
+		}),
+	}
+	for _, r := range []string{resultFound, resultNotFound, resultError} {
+		m.lookups.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors)
+	}
+	return m
+}

@@ -1,0 +1,127 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// sotwWatch is one state-of-the-world stream waiting for a change.
+type sotwWatch struct {
+	req *gcpcache.Request
+	sub gcpcache.Subscription
+	ch  chan gcpcache.Response
+}
+
+// CreateWatch serves state-of-the-world streams (proxyless gRPC, Envoy
+// without delta). A response carries every subscribed resource that exists;
+// its version is a hash of the subscribed names and their resource versions,
+// so subscribing to a name that does not exist still changes the version
+// and is answered: for full-state types (clusters, listeners) its absence
+// from the response tells the client it does not exist. A NACK is not
+// answered with the same content again; the stream waits for a change.
+func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch chan gcpcache.Response) (func(), error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.typeState(req.GetTypeUrl())
+	if req.GetErrorDetail() == nil {
+		if resp := sotwResponse(ts, req, sub); resp != nil {
+			ch <- resp
+			return func() {}, nil
+		}
+	}
+	w := &sotwWatch{req: req, sub: sub, ch: ch}
+	for name := range sub.SubscribedResources() {
+		set := ts.sotw[name]
+		if set == nil {
+			set = make(map[*sotwWatch]struct{})
+			ts.sotw[name] = set
+		}
+		set[w] = struct{}{}
+	}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.removeSotw(ts, w)
+	}, nil
+}
+
+func (c *Cache) removeSotw(ts *typeState, w *sotwWatch) {
+	for name := range w.sub.SubscribedResources() {
+		if set := ts.sotw[name]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(ts.sotw, name)
+			}
+		}
+	}
+}
+
+// sotwResponse returns the full response for a subscription, or nil when
+// the client already has exactly this version. Called with c.mu held.
+func sotwResponse(ts *typeState, req *gcpcache.Request, sub gcpcache.Subscription) *sotwResp {
+	names := slices.Sorted(maps.Keys(sub.SubscribedResources()))
+	h := sha256.New()
+	returned := make(map[string]string, len(names))
+	resources := make([]*anypb.Any, 0, len(names))
+	for _, name := range names {
+		version := absent
+		if e := ts.resources[name]; e != nil {
+			version = e.version
+			resources = append(resources, e.any)
+			returned[name] = e.version
+		}
+		h.Write([]byte(name))
+		h.Write([]byte{0})
+		h.Write([]byte(version))
+		h.Write([]byte{0})
+	}
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	if version == req.GetVersionInfo() {
+		return nil
+	}
+	return &sotwResp{req: req, version: version, resources: resources, returned: returned}
+}
+
+// fetchSubscription is the subscription of a one-off REST request.
+type fetchSubscription []string
+
+func (f fetchSubscription) ReturnedResources() map[string]string { return nil }
+func (f fetchSubscription) IsWildcard() bool                     { return false }
+func (f fetchSubscription) SubscribedResources() map[string]struct{} {
+	m := make(map[string]struct{}, len(f))
+	for _, n := range f {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// sotwResp is a cache.Response built from pre-encoded resources.
+type sotwResp struct {
+	req       *gcpcache.Request
+	version   string
+	resources []*anypb.Any
+	returned  map[string]string
+}
+
+var _ gcpcache.Response = (*sotwResp)(nil)
+
+func (r *sotwResp) GetDiscoveryResponse() (*discoveryv3.DiscoveryResponse, error) {
+	return &discoveryv3.DiscoveryResponse{
+		VersionInfo: r.version,
+		TypeUrl:     r.req.GetTypeUrl(),
+		Resources:   r.resources,
+	}, nil
+}
+
+func (r *sotwResp) GetRequest() *discoveryv3.DiscoveryRequest { return r.req }
+func (r *sotwResp) GetVersion() (string, error)               { return r.version, nil }
+func (r *sotwResp) GetResponseVersion() string                { return r.version }
+func (r *sotwResp) GetReturnedResources() map[string]string   { return r.returned }
+func (r *sotwResp) GetContext() context.Context               { return context.Background() }

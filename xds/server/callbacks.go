@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+var _ serverv3.Callbacks = (*Server)(nil)
+
+// streamState is what the server knows of one open stream.
+type streamState struct {
+	id       int64
+	protocol string // "delta" or "sotw"
+	kind     string // metric label of the stream's service: ads, cds, eds
+	ctx      context.Context
+	since    time.Time
+	node     *corev3.Node
+	// held are the on-demand names this stream holds, by type URL; each
+	// is one Acquire on the resolver.
+	held map[string]map[string]struct{}
+}
+
+// onDemand reports whether subscriptions of a type resolve clusters.
+func onDemand(typeURL string) bool {
+	return typeURL == resource.ClusterType || typeURL == resource.EndpointType
+}
+
+func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) error {
+	if err := s.admit.Wait(ctx); err != nil {
+		return status.Errorf(codes.Unavailable, "stream admission: %v", err)
+	}
+	st := &streamState{
+		id: id, protocol: protocol, kind: typeLabel(typeURL), ctx: ctx, since: s.now(),
+		held: make(map[string]map[string]struct{}),
+	}
+	s.mu.Lock()
+	s.streams[id] = st
+	s.mu.Unlock()
+	s.metrics.streams.WithLabelValues(protocol, st.kind).Inc()
+	return nil
+}
+
+func (s *Server) close(id int64) {
+	s.mu.Lock()
+	st := s.streams[id]
+	delete(s.streams, id)
+	s.mu.Unlock()
+	if st == nil {
+		return
+	}
+	s.metrics.streams.WithLabelValues(st.protocol, st.kind).Dec()
+	for _, held := range st.held {
+		for name := range held {
+			s.resolver.Release(name)
+		}
+	}
+}
+
+// stream returns a stream's state and records its node the first time it is seen.
+func (s *Server) stream(id int64, node *corev3.Node) *streamState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	if st != nil && st.node == nil && node != nil {
+		st.node = node
+	}
+	return st
+}
+
+// update applies a change of a stream's subscriptions to one type: names it
+// newly holds are acquired (resolved before the request is answered), names
+// it dropped are released.
+func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string) {
+	var acquire, release []string
+	s.mu.Lock()
+	held := st.held[typeURL]
+	if held == nil {
+		held = make(map[string]struct{})
+		st.held[typeURL] = held
+	}
+	for _, name := range subscribe {
+		if _, ok := held[name]; !ok && name != "*" {
+			held[name] = struct{}{}
+			acquire = append(acquire, name)
+		}
+	}
+	for _, name := range unsubscribe {
+		if _, ok := held[name]; ok {
+			delete(held, name)
+			release = append(release, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, name := range acquire {
+		s.resolver.Acquire(st.ctx, name)
+	}
+	for _, name := range release {
+		s.resolver.Release(name)
+	}
+}
+
+func (s *Server) nack(st *streamState, typeURL, nonce, detail string) {
+	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+	s.log.Error("proxy rejected a response (NACK)",
+		"node_id", st.node.GetId(), "stream_id", st.id, "type_url", typeURL,
+		"response_nonce", nonce, "error", detail)
+}
+
+// OnDeltaStreamOpen admits a new delta stream.
+func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	return s.open(ctx, id, typeURL, "delta")
+}
+
+// OnDeltaStreamClosed releases everything the stream held.
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
+
+// OnStreamDeltaRequest resolves newly subscribed clusters before the
+// request reaches the cache, and logs NACKs.
+func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	st := s.stream(id, req.GetNode())
+	if st == nil {
+		return status.Error(codes.Internal, "unknown stream")
+	}
+	if req.GetErrorDetail() != nil {
+		s.nack(st, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	}
+	if onDemand(req.GetTypeUrl()) {
+		s.update(st, req.GetTypeUrl(), req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	}
+	return nil
+}
+
+// OnStreamDeltaResponse counts what is pushed.
+func (s *Server) OnStreamDeltaResponse(_ int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	bytes := 0
+	for _, r := range resp.GetResources() {
+		bytes += len(r.GetResource().GetValue())
+	}
+	s.metrics.pushed(typeLabel(req.GetTypeUrl()), len(resp.GetResources())+len(resp.GetRemovedResources()), bytes)
+}
+
+// OnStreamOpen admits a new state-of-the-world stream.
+func (s *Server) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	return s.open(ctx, id, typeURL, "sotw")
+}
+
+// OnStreamClosed releases everything the stream held.
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
+
+// OnStreamRequest turns a state-of-the-world request (the full list of
+// names) into acquires and releases, and logs NACKs.
+func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	st := s.stream(id, req.GetNode())
+	if st == nil {
+		return status.Error(codes.Internal, "unknown stream")
+	}
+	if req.GetErrorDetail() != nil {
+		s.nack(st, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	}
+	if !onDemand(req.GetTypeUrl()) {
+		return nil
+	}
+	want := req.GetResourceNames()
+	s.mu.Lock()
+	var drop []string
+	for name := range st.held[req.GetTypeUrl()] {
+		if !slices.Contains(want, name) {
+			drop = append(drop, name)
+		}
+	}
+	s.mu.Unlock()
+	s.update(st, req.GetTypeUrl(), want, drop)
+	return nil
+}
+
+// OnStreamResponse counts what is pushed.
+func (s *Server) OnStreamResponse(_ context.Context, _ int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	bytes := 0
+	for _, r := range resp.GetResources() {
+		bytes += len(r.GetValue())
+	}
+	s.metrics.pushed(typeLabel(req.GetTypeUrl()), len(resp.GetResources()), bytes)
+}
+
+// OnFetchRequest resolves the requested clusters of a REST poll; they stay
+// cached for the grace period.
+func (s *Server) OnFetchRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+	if onDemand(req.GetTypeUrl()) {
+		for _, name := range req.GetResourceNames() {
+			s.resolver.Acquire(ctx, name)
+			s.resolver.Release(name)
+		}
+	}
+	return nil
+}
+
+// OnFetchResponse is part of the callbacks interface; polls are not counted.
+func (s *Server) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+func typeLabel(typeURL string) string {
+	switch typeURL {
+	case resource.AnyType:
+		return "ads"
+	case resource.ClusterType:
+		return "cds"
+	case resource.EndpointType:
+		return "eds"
+	case resource.ListenerType:
+		return "lds"
+	case resource.RouteType:
+		return "rds"
+	case resource.SecretType:
+		return "sds"
+	}
+	return "other"
+}

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+)
+
+// mesh is a real control plane on loopback: embedded registry, discovery,
+// cache and xDS server, with a gRPC connection to it.
+type mesh struct {
+	store *embedded.Store
+	disc  *discovery.Discovery
+	cache *cache.Cache
+	srv   *Server
+	reg   *prometheus.Registry
+	conn  *grpc.ClientConn
+	addr  string
+}
+
+func newMesh(tb testing.TB) *mesh {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	reg := prometheus.NewRegistry()
+	store, err := embedded.Open(tb.TempDir(), embedded.Options{Registerer: reg})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = store.Close() })
+	c := cache.New()
+	disc := discovery.New(store, c, discovery.Options{Registerer: reg})
+	go disc.Run(ctx)
+	srv := New(ctx, c, disc, Options{Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6})
+	g := grpc.NewServer(GRPCOptions()...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	tb.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	return &mesh{store: store, disc: disc, cache: c, srv: srv, reg: reg, conn: conn, addr: lis.Addr().String()}
+}
+
+func (m *mesh) register(tb testing.TB, vip, id, addr string, status registry.Status) {
+	tb.Helper()
+	_, err := m.store.Register(context.Background(), registry.Instance{
+		VIP: vip, ID: id, Address: addr, Port: 8080, Status: status, Zone: "zone-a",
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// deltaClient behaves like Envoy's on-demand CDS over delta ADS.
+type deltaClient struct {
+	tb     testing.TB
+	stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	resps  chan *discoveryv3.DeltaDiscoveryResponse
+	node   *corev3.Node
+	sent   bool
+	cancel context.CancelFunc
+}
+
+func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(m.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &deltaClient{
+		tb: tb, stream: stream, cancel: cancel,
+		resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 64),
+		node:  &corev3.Node{Id: nodeID, Cluster: "orders"},
+	}
+	go func() {
+		defer close(c.resps)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	return c
+}
+
+type deltaReq struct {
+	typeURL   string
+	subscribe []string
+	drop      []string
+	initial   map[string]string
+	nonce     string
+	nack      string
+}
+
+func (c *deltaClient) send(r deltaReq) {
+	c.tb.Helper()
+	req := &discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl:                  r.typeURL,
+		ResourceNamesSubscribe:   r.subscribe,
+		ResourceNamesUnsubscribe: r.drop,
+		InitialResourceVersions:  r.initial,
+		ResponseNonce:            r.nonce,
+	}
+	if r.nack != "" {
+		req.ErrorDetail = &statuspb.Status{Message: r.nack}
+	}
+	if !c.sent {
+		req.Node = c.node
+		c.sent = true
+	}
+	if err := c.stream.Send(req); err != nil {
+		c.tb.Fatalf("send: %v", err)
+	}
+}
+
+func (c *deltaClient) subscribe(typeURL string, names ...string) {
+	c.tb.Helper()
+	c.send(deltaReq{typeURL: typeURL, subscribe: names})
+}
+
+// recv waits for the next response and ACKs it, as Envoy does.
+func (c *deltaClient) recv() *discoveryv3.DeltaDiscoveryResponse {
+	c.tb.Helper()
+	select {
+	case r, ok := <-c.resps:
+		if !ok {
+			c.tb.Fatal("stream closed")
+		}
+		c.send(deltaReq{typeURL: r.GetTypeUrl(), nonce: r.GetNonce()})
+		return r
+	case <-time.After(5 * time.Second):
+		c.tb.Fatal("no response within 5s")
+	}
+	return nil
+}
+
+// quiet asserts that nothing more arrives within a short window.
+func (c *deltaClient) quiet() {
+	c.tb.Helper()
+	select {
+	case r := <-c.resps:
+		c.tb.Fatalf("unexpected response: type %s resources %v removed %v", r.GetTypeUrl(), resourceNames(r), r.GetRemovedResources())
+	case <-time.After(150 * time.Millisecond):
+	}
+}
+
+func resourceNames(r *discoveryv3.DeltaDiscoveryResponse) []string {
+	var out []string
+	for _, res := range r.GetResources() {
+		out = append(out, res.GetName())
+	}
+	return out
+}
+
+func versions(r *discoveryv3.DeltaDiscoveryResponse) map[string]string {
+	out := map[string]string{}
+	for _, res := range r.GetResources() {
+		out[res.GetName()] = res.GetVersion()
+	}
+	return out
+}
+
+func decodeCluster(tb testing.TB, r *discoveryv3.Resource) *clusterv3.Cluster {
+	tb.Helper()
+	c := &clusterv3.Cluster{}
+	if err := r.GetResource().UnmarshalTo(c); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func decodeCLA(tb testing.TB, r *discoveryv3.Resource) *endpointv3.ClusterLoadAssignment {
+	tb.Helper()
+	c := &endpointv3.ClusterLoadAssignment{}
+	if err := r.GetResource().UnmarshalTo(c); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+const (
+	cds = resource.ClusterType
+	eds = resource.EndpointType
+)
+
+// metricValue reads one sample of a counter or gauge from a registry; the
+// labels are name, value pairs that must all match.
+func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	tb.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}

@@ -1,0 +1,113 @@
+// Package server serves xDS over gRPC: go-control-plane's delta and
+// state-of-the-world servers (ADS plus the standalone CDS and EDS services)
+// on top of xspace-mesh's cache, with callbacks that resolve clusters on
+// demand as streams subscribe to them, release them when streams let go,
+// admit new streams at a bounded rate, and count and log what happens.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/config"
+	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Resolver makes a cluster's resources ready in the cache before a stream's
+// subscription is answered, and lets go of them when no longer needed.
+type Resolver interface {
+	Acquire(ctx context.Context, cluster string)
+	Release(cluster string)
+}
+
+// Options tune the server; zero values take the defaults.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// AdmissionRate is how many new streams per second are admitted
+	// (default 500); streams beyond it wait. AdmissionBurst is the bucket
+	// size (default 1000). A reconnecting fleet is spread out instead of
+	// arriving at once.
+	AdmissionRate  float64
+	AdmissionBurst int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the xDS server.
+type Server struct {
+	cache    gcpcache.Cache
+	resolver Resolver
+	log      *slog.Logger
+	metrics  *metrics
+	admit    *rate.Limiter
+	now      func() time.Time
+	xds      serverv3.Server
+
+	mu      sync.Mutex
+	streams map[int64]*streamState
+}
+
+// New returns an xDS server over cache, resolving subscriptions with resolver.
+// ctx bounds the lifetime of every stream.
+func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.AdmissionRate <= 0 {
+		opts.AdmissionRate = 500
+	}
+	if opts.AdmissionBurst <= 0 {
+		opts.AdmissionBurst = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		cache:    cache,
+		resolver: resolver,
+		log:      opts.Logger.With("component", "xds"),
+		metrics:  newMetrics(opts.Registerer),
+		admit:    rate.NewLimiter(rate.Limit(opts.AdmissionRate), opts.AdmissionBurst),
+		now:      opts.Now,
+		streams:  make(map[int64]*streamState),
+	}
+	gcpLog := logAdapter{s.log}
+	s.xds = serverv3.NewServerAdvanced(
+		nil,
+		sotw.NewServer(ctx, cache, s, sotw.WithLogger(gcpLog), config.DeactivateLegacyWildcard()),
+		delta.NewServer(ctx, cache, s, delta.WithLogger(gcpLog), config.DeactivateLegacyWildcard()),
+	)
+	return s
+}
+
+// Register adds the aggregated, cluster and endpoint discovery services,
+// delta and state of the world, to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+}
+
+// GRPCOptions are the server options meshd uses for xDS: keepalives that
+// find dead proxies within a minute and tolerate idle ones, and no cap on
+// the streams of one connection.
+func GRPCOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+}

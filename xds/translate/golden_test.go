@@ -1,0 +1,167 @@
+package translate
+
+import (
+	"cmp"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	gocmp "github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from testdata/in and remove stale outputs")
+
+const (
+	inDir  = "testdata/in"
+	outDir = "testdata/out"
+)
+
+// goldenCase is one input model under testdata/in.
+type goldenCase struct {
+	name string
+	svc  registry.Service
+}
+
+// loadCases reads every testdata/in/<case>.yaml, sorted by case name.
+// Unknown fields are rejected so that a typo cannot silently test the defaults.
+func loadCases(t testing.TB) []goldenCase {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(inDir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) == 0 {
+		t.Fatalf("no input cases in %s", inDir)
+	}
+	var cases []goldenCase
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var svc registry.Service
+		if err := yaml.UnmarshalStrict(b, &svc); err != nil {
+			t.Fatalf("decode %s: %v", p, err)
+		}
+		cases = append(cases, goldenCase{name: strings.TrimSuffix(filepath.Base(p), ".yaml"), svc: svc})
+	}
+	return cases
+}
+
+// outputFiles are the files under testdata/out that a case produces.
+func outputFiles(name string) (clusters, endpoints string) {
+	return name + ".clusters.yaml", name + ".endpoints.yaml"
+}
+
+// goldenFiles renders a case's outputs, keyed by file name under testdata/out.
+func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
+	t.Helper()
+	clusters, endpoints := outputFiles(c.name)
+	return map[string][]byte{
+		clusters:  resourcesYAML(t, Cluster(c.svc.VIP)),
+		endpoints: resourcesYAML(t, ClusterLoadAssignment(c.svc)),
+	}
+}
+
+// TestGolden compares the translation of every input case with its expected
+// YAML. Run `go test ./xds/translate -update` to rewrite the expected files,
+// then read the diff: it is what Envoy will receive.
+func TestGolden(t *testing.T) {
+	cases := loadCases(t)
+	want := map[string]bool{}
+	for _, c := range cases {
+		clusters, endpoints := outputFiles(c.name)
+		want[clusters], want[endpoints] = true, true
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for file, got := range goldenFiles(t, c) {
+				path := filepath.Join(outDir, file)
+				if *update {
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				expected, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v; run `go test ./xds/translate -update` to create it", err)
+				}
+				if diff := gocmp.Diff(lines(expected), lines(got)); diff != "" {
+					t.Errorf("%s differs (-want +got); if intended, run `go test ./xds/translate -update`:\n%s", path, diff)
+				}
+			}
+		})
+	}
+	checkStale(t, want)
+}
+
+// lines splits a file for a line-by-line diff.
+func lines(b []byte) []string { return strings.Split(string(b), "\n") }
+
+// checkStale removes (with -update) or reports outputs without an input.
+func checkStale(t *testing.T, want map[string]bool) {
+	t.Helper()
+	entries, err := os.ReadDir(outDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if want[e.Name()] {
+			continue
+		}
+		path := filepath.Join(outDir, e.Name())
+		if *update {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		t.Errorf("stale golden file %s has no input; run `go test ./xds/translate -update` to remove it", path)
+	}
+}
+
+// resourcesYAML renders resources the way a reviewer reads them: protojson
+// with Envoy's field names, as a YAML list sorted by resource name.
+func resourcesYAML(t *testing.T, msgs ...proto.Message) []byte {
+	t.Helper()
+	slices.SortFunc(msgs, func(a, b proto.Message) int { return cmp.Compare(resourceName(a), resourceName(b)) })
+	list := make([]json.RawMessage, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+		if err != nil {
+			t.Fatalf("marshal %T: %v", m, err)
+		}
+		list = append(list, b)
+	}
+	j, err := json.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+// resourceName is the xDS name of a resource.
+func resourceName(m proto.Message) string {
+	switch r := m.(type) {
+	case interface{ GetName() string }:
+		return r.GetName()
+	case interface{ GetClusterName() string }:
+		return r.GetClusterName()
+	default:
+		return ""
+	}
+}
