@@ -1,0 +1,194 @@
+// Package config is meshd's configuration: defaults, decoded from one YAML
+// file on top of them (unknown fields rejected), overridden by flags, and
+// validated section by section with errors that name the field.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+// Config is everything meshd reads at start.
+type Config struct {
+	// DataDir holds the embedded registry's database.
+	DataDir   string    `json:"data_dir"`
+	Log       Log       `json:"log"`
+	XDS       XDS       `json:"xds"`
+	HTTP      HTTP      `json:"http"`
+	Registry  Registry  `json:"registry"`
+	Discovery Discovery `json:"discovery"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Format string `json:"format"` // text, json
+}
+
+// XDS configures the gRPC xDS server.
+type XDS struct {
+	Address string `json:"address"`
+	// AdmissionRate is how many new streams per second are admitted; a
+	// reconnecting fleet queues instead of arriving at once.
+	AdmissionRate  float64 `json:"admission_rate"`
+	AdmissionBurst int     `json:"admission_burst"`
+}
+
+// HTTP configures the REST API, metrics, health and debug server.
+type HTTP struct {
+	Address string `json:"address"`
+}
+
+// Registry selects and configures the service registry.
+type Registry struct {
+	Type     string   `json:"type"` // embedded
+	Embedded Embedded `json:"embedded"`
+}
+
+// Embedded configures the embedded registry.
+type Embedded struct {
+	SweepInterval         registry.Duration `json:"sweep_interval"`
+	SelfPreservationShare float64           `json:"self_preservation_share"`
+}
+
+// Discovery configures on-demand resolution.
+type Discovery struct {
+	// Grace is how long a VIP no proxy holds stays watched.
+	Grace registry.Duration `json:"grace"`
+}
+
+// Defaults returns the configuration meshd runs with when given none.
+func Defaults() Config {
+	return Config{
+		DataDir:  "./data",
+		Log:      Log{Level: "info", Format: "text"},
+		XDS:      XDS{Address: "127.0.0.1:18000", AdmissionRate: 500, AdmissionBurst: 1000},
+		HTTP:     HTTP{Address: "127.0.0.1:18080"},
+		Registry: Registry{Type: "embedded", Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15}},
+		Discovery: Discovery{
+			Grace: registry.Duration(5 * time.Minute),
+		},
+	}
+}
+
+// Load reads a YAML (or JSON) file over the defaults. Unknown fields are
+// errors, so a typo does not silently fall back to a default.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := Decode(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode decodes YAML or JSON into cfg strictly: unknown fields and
+// trailing documents are errors.
+func Decode(b []byte, cfg *Config) error {
+	j, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return err
+	}
+	if string(bytes.TrimSpace(j)) == "null" { // empty file: defaults stand
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%w (see --print-config for every field)", err)
+	}
+	return nil
+}
+
+// YAML renders the configuration as meshd reads it.
+func (c Config) YAML() ([]byte, error) { return yaml.Marshal(c) }
+
+// Validate checks every section; the error names the field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: must not be empty"))
+	}
+	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate())
+	if c.XDS.Address != "" && c.XDS.Address == c.HTTP.Address {
+		errs = append(errs, fmt.Errorf("http.address: %s is also xds.address; use two ports", c.HTTP.Address))
+	}
+	return errors.Join(errs...)
+}
+
+func (l Log) validate() error {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not a level; use debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not a format; use text or json", l.Format)
+	}
+	return nil
+}
+
+func (x XDS) validate() error {
+	if err := validAddress("xds.address", x.Address); err != nil {
+		return err
+	}
+	if x.AdmissionRate <= 0 {
+		return fmt.Errorf("xds.admission_rate: %v must be positive (streams per second)", x.AdmissionRate)
+	}
+	if x.AdmissionBurst < 1 {
+		return fmt.Errorf("xds.admission_burst: %d must be at least 1", x.AdmissionBurst)
+	}
+	return nil
+}
+
+func (h HTTP) validate() error { return validAddress("http.address", h.Address) }
+
+func (r Registry) validate() error {
+	if r.Type != "embedded" {
+		return fmt.Errorf("registry.type: %q is not supported; use embedded", r.Type)
+	}
+	e := r.Embedded
+	if e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute) {
+		return fmt.Errorf("registry.embedded.sweep_interval: %s is out of range; use 10ms to 1m", e.SweepInterval.D())
+	}
+	if e.SelfPreservationShare <= 0 || e.SelfPreservationShare > 1 {
+		return fmt.Errorf("registry.embedded.self_preservation_share: %v must be a fraction in (0, 1], e.g. 0.15", e.SelfPreservationShare)
+	}
+	return nil
+}
+
+func (d Discovery) validate() error {
+	if d.Grace < 0 {
+		return fmt.Errorf("discovery.grace: %s must not be negative", d.Grace.D())
+	}
+	return nil
+}
+
+func validAddress(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port (%v); e.g. 127.0.0.1:18000", field, addr, err)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("%s: host %q must be an IP address or localhost", field, host)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%s: port %q must be 0 to 65535", field, port)
+	}
+	return nil
+}

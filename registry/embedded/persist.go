@@ -1,0 +1,143 @@
+package embedded
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+// On disk, registry.db holds three buckets:
+//
+//	meta       "schema" → schemaVersion
+//	vips       <vip> → JSON registry.VIP (policy normalized)
+//	instances  <vip>/<id> → JSON registry.Instance
+//
+// VIP names cannot contain '/', so the instance key splits unambiguously and
+// a VIP's instances are contiguous. Heartbeats are not written: RenewedAt on
+// disk is whatever it was at the last register or status change, and Open
+// replaces it (see restart grace in the package comment).
+var (
+	bucketMeta      = []byte("meta")
+	bucketVIPs      = []byte("vips")
+	bucketInstances = []byte("instances")
+	keySchema       = []byte("schema")
+)
+
+const (
+	schemaVersion = "1"
+	dbFile        = "registry.db"
+	// lockTimeout bounds the wait for the file lock held by another process.
+	lockTimeout = time.Second
+)
+
+// openDB opens or creates <dir>/registry.db and its buckets. bbolt keeps its
+// default of fsyncing every commit, which is what makes an acknowledged write
+// survive kill -9.
+func openDB(dir string) (*bolt.DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: create data directory: %w", err)
+	}
+	path := filepath.Join(dir, dbFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("embedded: data directory %s is in use by another meshd? (no lock on %s after %s): %w",
+			dir, path, lockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketVIPs, bucketInstances} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			return meta.Put(keySchema, []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("schema version %q, this meshd reads %q", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("embedded: initialise %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// loadState reads every VIP and instance into memory, giving each instance
+// a fresh lease that starts at now.
+func loadState(db *bolt.DB, now time.Time) (map[string]*vipState, []registry.Instance, error) {
+	vips := make(map[string]*vipState)
+	var orphans []registry.Instance
+	err := db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketVIPs).ForEach(func(k, v []byte) error {
+			var vip registry.VIP
+			if err := json.Unmarshal(v, &vip); err != nil {
+				return fmt.Errorf("vip %q: %w", k, err)
+			}
+			vips[vip.Name] = &vipState{vip: vip, instances: make(map[string]registry.Instance)}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
+			var inst registry.Instance
+			if err := json.Unmarshal(v, &inst); err != nil {
+				return fmt.Errorf("instance %q: %w", k, err)
+			}
+			inst.RenewedAt = now
+			vs, ok := vips[inst.VIP]
+			if !ok {
+				orphans = append(orphans, inst)
+				return nil
+			}
+			vs.instances[inst.ID] = inst
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded: load %s: %w", db.Path(), err)
+	}
+	return vips, orphans, nil
+}
+
+func instanceKey(vip, id string) []byte { return []byte(vip + "/" + id) }
+
+func putVIP(tx *bolt.Tx, v registry.VIP) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketVIPs).Put([]byte(v.Name), b)
+}
+
+func deleteVIP(tx *bolt.Tx, name string) error {
+	return tx.Bucket(bucketVIPs).Delete([]byte(name))
+}
+
+func putInstance(tx *bolt.Tx, inst registry.Instance) error {
+	b, err := json.Marshal(inst)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketInstances).Put(instanceKey(inst.VIP, inst.ID), b)
+}
+
+func deleteInstance(tx *bolt.Tx, vip, id string) error {
+	return tx.Bucket(bucketInstances).Delete(instanceKey(vip, id))
+}
