@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -123,7 +124,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
 	}
 	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate())
-	if c.XDS.Address != "" && c.XDS.Address == c.HTTP.Address {
+	if c.XDS.Address == c.HTTP.Address && !strings.HasSuffix(c.XDS.Address, ":0") {
 		errs = append(errs, fmt.Errorf("http.address: %s is also xds.address; use two ports", c.HTTP.Address))
 	}
 	return errors.Join(errs...)

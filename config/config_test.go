@@ -76,6 +76,11 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"share", func(c *Config) { c.Registry.Embedded.SelfPreservationShare = 1.5 }, "registry.embedded.self_preservation_share"},
 		{"grace", func(c *Config) { c.Discovery.Grace = -1 }, "discovery.grace"},
 	}
+	both0 := Defaults()
+	both0.XDS.Address, both0.HTTP.Address = "127.0.0.1:0", "127.0.0.1:0"
+	if err := both0.Validate(); err != nil {
+		t.Fatalf("two ephemeral ports rejected: %v", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Defaults()

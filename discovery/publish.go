@@ -76,7 +76,6 @@ type WatchedVIP struct {
 	Name        string
 	Subscribers int
 	Found       bool
-	Routable    int
 	Err         error
 }
 
@@ -93,14 +92,8 @@ func (d *Discovery) Watched() []WatchedVIP {
 	out := make([]WatchedVIP, 0, len(vips))
 	for i, v := range vips {
 		v.resolveMu.Lock()
-		w := WatchedVIP{Name: v.name, Subscribers: refs[i], Found: v.found, Err: v.err}
-		for _, inst := range v.last.Instances {
-			if inst.Status == registry.StatusUp || inst.Status == registry.StatusDraining {
-				w.Routable++
-			}
-		}
+		out = append(out, WatchedVIP{Name: v.name, Subscribers: refs[i], Found: v.found, Err: v.err})
 		v.resolveMu.Unlock()
-		out = append(out, w)
 	}
 	return out
 }

@@ -1,0 +1,173 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// MaxBodyBytes is the largest request body the API reads.
+const MaxBodyBytes = 64 << 10
+
+// Media types a request body may have.
+var (
+	jsonTypes = []string{"application/json"}
+	yamlTypes = []string{"application/yaml", "application/x-yaml", "text/yaml"}
+	// vipTypes are accepted by PUT /v1/vips/{vip}, so a policy file can be sent as it is.
+	vipTypes = slices.Concat(jsonTypes, yamlTypes)
+)
+
+// decodeBody reads the request body into v, strictly: one JSON object (or,
+// where accepted, one YAML document), no unknown fields, nothing after it, at
+// most MaxBodyBytes. Every failure is an *Error that says what to fix.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string) error {
+	mt, err := mediaType(r, accepted)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "",
+			"the request body is larger than %d bytes; send a smaller one", tooBig.Limit)
+	case err != nil:
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
+	case len(bytes.TrimSpace(body)) == 0:
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
+	}
+	if slices.Contains(yamlTypes, mt) {
+		if body, err = yamlToJSON(body); err != nil {
+			return err
+		}
+	}
+	return decodeJSON(body, v)
+}
+
+// mediaType returns the request's media type if the endpoint accepts it.
+func mediaType(r *http.Request, accepted []string) (string, error) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return "", errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "",
+			"the request has a body but no Content-Type; set Content-Type to one of %s", strings.Join(accepted, ", "))
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || !slices.Contains(accepted, mt) {
+		return "", errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "",
+			"Content-Type %q is not accepted here; use one of %s", ct, strings.Join(accepted, ", "))
+	}
+	return mt, nil
+}
+
+func describeTypes(accepted []string) string {
+	if slices.ContainsFunc(accepted, func(t string) bool { return slices.Contains(yamlTypes, t) }) {
+		return "JSON or YAML"
+	}
+	return "JSON"
+}
+
+// yamlToJSON converts one YAML document to JSON, rejecting duplicate keys
+// and further documents, which YAML decoders otherwise drop silently.
+func yamlToJSON(y []byte) ([]byte, error) {
+	if line := secondDocument(y); line > 0 {
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"the YAML body holds more than one document (another starts at line %d); send one VIP per request", line)
+	}
+	j, err := yaml.YAMLToJSONStrict(y)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+		msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "yaml: ")), " ")
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body is not valid YAML: %s", msg)
+	}
+	return j, nil
+}
+
+// secondDocument returns the line number of a "---" separator that follows
+// content, or 0 when y holds at most one document.
+func secondDocument(y []byte) int {
+	content := false
+	n := 0
+	for line := range bytes.Lines(y) {
+		n++
+		t := bytes.TrimRight(line, " \t\r\n")
+		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
+			if content {
+				return n
+			}
+			continue
+		}
+		if s := bytes.TrimSpace(t); len(s) > 0 && s[0] != '#' && string(s) != "..." {
+			content = true
+		}
+	}
+	return 0
+}
+
+// decodeJSON decodes exactly one JSON object from b into v.
+func decodeJSON(b []byte, v any) error {
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body must be an object ({...}), not %s", firstWord(t))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return explainDecode(b, v, err)
+	}
+	off := dec.InputOffset()
+	if rest := bytes.TrimSpace(b[off:]); len(rest) > 0 {
+		line, col := position(b, off+int64(bytes.Index(b[off:], rest[:1])))
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"unexpected data after the JSON object at line %d, column %d; send exactly one object", line, col)
+	}
+	return nil
+}
+
+// explainDecode turns a decoding error into an *Error that names the place
+// and, where it is about one field, the field.
+func explainDecode(b []byte, v any, err error) error {
+	var syntax *json.SyntaxError
+	switch {
+	case errors.As(err, &syntax):
+		line, col := position(b, syntax.Offset)
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"the body is not valid JSON: %s at line %d, column %d", syntax.Error(), line, col)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"the JSON body ends before the object is complete; check for a missing '}', ']' or '\"'")
+	}
+	if e := locate(b, typeOf(v), ""); e != nil {
+		return e
+	}
+	return errorf(http.StatusBadRequest, CodeMalformedBody, "",
+		"the body does not have the expected shape; check the field names and value types")
+}
+
+// position converts a byte offset in b to a 1-based line and column.
+func position(b []byte, off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(b)))
+	before := b[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = len(before) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
+func firstWord(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "nothing"
+	case b[0] == '[':
+		return "a list"
+	case bytes.HasPrefix(b, []byte("null")):
+		return "null"
+	case b[0] == '"':
+		return "a string"
+	}
+	return "a bare value"
+}

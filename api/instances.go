@@ -1,0 +1,117 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+func instanceNotFound(vip, id string) string {
+	return fmt.Sprintf("instance %q of VIP %q is not registered (its lease may have expired); register it again with PUT /v1/vips/%s/instances/%s",
+		id, vip, vip, id)
+}
+
+func (h *handler) listInstances(w http.ResponseWriter, r *http.Request) {
+	vip, err := vipParam(r)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	insts, err := h.store.Instances(r.Context(), vip)
+	if err != nil {
+		h.fail(w, r, err, vipNotFound(vip))
+		return
+	}
+	out := make([]Instance, len(insts))
+	for i, inst := range insts {
+		out[i] = wireInstance(inst)
+	}
+	WriteJSON(w, http.StatusOK, instanceList{Instances: out})
+}
+
+func (h *handler) register(w http.ResponseWriter, r *http.Request) {
+	vip, id, err := instanceParams(r)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	var reg Registration
+	if err := decodeBody(w, r, &reg, jsonTypes); err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	inst, err := reg.instance(vip, id)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	stored, err := h.store.Register(r.Context(), inst)
+	if err != nil {
+		h.fail(w, r, wireField(err), "")
+		return
+	}
+	WriteJSON(w, http.StatusOK, wireInstance(stored))
+}
+
+// wireField renames the model's fields that have another name on the wire.
+func wireField(err error) error {
+	var invalid *registry.ValidationError
+	if errors.As(err, &invalid) && invalid.Field == "ttl" {
+		return errorf(http.StatusBadRequest, CodeInvalidArgument, "ttl_seconds", "ttl_seconds: %s", invalid.Message)
+	}
+	return err
+}
+
+func (h *handler) heartbeat(w http.ResponseWriter, r *http.Request) {
+	vip, id, err := instanceParams(r)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	if err := h.store.Heartbeat(r.Context(), vip, id); err != nil {
+		h.fail(w, r, err, instanceNotFound(vip, id))
+		return
+	}
+	// Store.Heartbeat does not return the renewal time; this is the time
+	// the renewal was acknowledged, within the request's own latency of it.
+	WriteJSON(w, http.StatusOK, renewal{RenewedAt: time.Now().UTC()})
+}
+
+func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
+	vip, id, err := instanceParams(r)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	var change statusChange
+	if err := decodeBody(w, r, &change, jsonTypes); err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	if err := registry.ValidateStatus(change.Status); err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	inst, err := h.store.SetStatus(r.Context(), vip, id, change.Status)
+	if err != nil {
+		h.fail(w, r, err, instanceNotFound(vip, id))
+		return
+	}
+	WriteJSON(w, http.StatusOK, wireInstance(inst))
+}
+
+func (h *handler) deregister(w http.ResponseWriter, r *http.Request) {
+	vip, id, err := instanceParams(r)
+	if err != nil {
+		h.fail(w, r, err, "")
+		return
+	}
+	if err := h.store.Deregister(r.Context(), vip, id); err != nil {
+		h.fail(w, r, err, instanceNotFound(vip, id))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+// Paths of the debug endpoints meshd serves and the client reads.
+const (
+	ProxiesPath  = "/debug/proxies"
+	VIPStatsPath = "/debug/vips"
+)
+
+// maxTTLSeconds is registry.MaxTTL in the API's unit.
+const maxTTLSeconds = int64(registry.MaxTTL / registry.Duration(time.Second))
+
+// Registration is the body of PUT /v1/vips/{vip}/instances/{id}: what an
+// instance says about itself. Zero fields take the registry's defaults
+// (weight 1, status UP, a 30-second lease).
+type Registration struct {
+	Address    string            `json:"address"`
+	Port       uint32            `json:"port"`
+	SecurePort uint32            `json:"secure_port,omitempty"`
+	Zone       string            `json:"zone,omitempty"`
+	Weight     uint32            `json:"weight,omitempty"`
+	Status     registry.Status   `json:"status,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	// TTLSeconds is the lease in whole seconds: the instance expires when no
+	// heartbeat arrives for this long.
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// Instance is a registered instance as the API returns it.
+type Instance struct {
+	ID           string            `json:"id"`
+	VIP          string            `json:"vip"`
+	Address      string            `json:"address"`
+	Port         uint32            `json:"port"`
+	SecurePort   uint32            `json:"secure_port,omitempty"`
+	Zone         string            `json:"zone,omitempty"`
+	Weight       uint32            `json:"weight"`
+	Status       registry.Status   `json:"status"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	TTLSeconds   int64             `json:"ttl_seconds"`
+	RegisteredAt time.Time         `json:"registered_at"`
+	RenewedAt    time.Time         `json:"renewed_at"`
+}
+
+// renewal is the answer to PUT /v1/vips/{vip}/instances/{id}/heartbeat.
+type renewal struct {
+	RenewedAt time.Time `json:"renewed_at"`
+}
+
+// ProxyInfo is one connected xDS stream, as GET /debug/proxies lists it.
+type ProxyInfo struct {
+	NodeID   string `json:"node_id"`
+	Service  string `json:"service"`
+	StreamID int64  `json:"stream_id"`
+	// Protocol is "delta" or "sotw".
+	Protocol       string    `json:"protocol"`
+	ConnectedSince time.Time `json:"connected_since"`
+	// Clusters are the cluster names the proxy holds.
+	Clusters []string `json:"clusters"`
+}
+
+// VIPStat is the control plane's view of one VIP, as GET /debug/vips lists it.
+type VIPStat struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+	// Routable counts the instances that receive new traffic (status UP).
+	Routable int `json:"routable"`
+	// Subscribers counts the proxies holding one of the VIP's clusters.
+	Subscribers int `json:"subscribers"`
+	// Watched says whether discovery is watching the VIP in the registry.
+	Watched bool `json:"watched"`
+}
+
+// ProxyList is the body of GET /debug/proxies.
+type ProxyList struct {
+	Proxies []ProxyInfo `json:"proxies"`
+}
+
+// VIPStatList is the body of GET /debug/vips.
+type VIPStatList struct {
+	VIPs []VIPStat `json:"vips"`
+}
+
+type vipList struct {
+	VIPs []registry.VIP `json:"vips"`
+}
+
+type instanceList struct {
+	Instances []Instance `json:"instances"`
+}
+
+type statusChange struct {
+	Status registry.Status `json:"status"`
+}
+
+// instance converts a registration to the registry's model, checking what
+// only the wire form can get wrong.
+func (r Registration) instance(vip, id string) (registry.Instance, error) {
+	if r.TTLSeconds < 0 || r.TTLSeconds > maxTTLSeconds {
+		return registry.Instance{}, errorf(http.StatusBadRequest, CodeInvalidArgument, "ttl_seconds",
+			"ttl_seconds: %d is out of range; use %d to %d, or leave it out for %d",
+			r.TTLSeconds, int64(registry.MinTTL.D()/time.Second), maxTTLSeconds, int64(registry.DefaultTTL.D()/time.Second))
+	}
+	return registry.Instance{
+		ID:         id,
+		VIP:        vip,
+		Address:    r.Address,
+		Port:       r.Port,
+		SecurePort: r.SecurePort,
+		Zone:       r.Zone,
+		Weight:     r.Weight,
+		Status:     r.Status,
+		Metadata:   r.Metadata,
+		TTL:        registry.Duration(time.Duration(r.TTLSeconds) * time.Second),
+	}, nil
+}
+
+// wireInstance converts a stored instance to the API's form.
+func wireInstance(i registry.Instance) Instance {
+	return Instance{
+		ID:           i.ID,
+		VIP:          i.VIP,
+		Address:      i.Address,
+		Port:         i.Port,
+		SecurePort:   i.SecurePort,
+		Zone:         i.Zone,
+		Weight:       i.Weight,
+		Status:       i.Status,
+		Metadata:     i.Metadata,
+		TTLSeconds:   int64((i.TTL.D() + time.Second - 1) / time.Second),
+		RegisteredAt: i.RegisteredAt,
+		RenewedAt:    i.RenewedAt,
+	}
+}

@@ -1,0 +1,222 @@
+// Command meshd is the xspace-mesh control plane: it serves Envoy sidecars
+// their clusters on demand over xDS, from the service registry, and serves
+// the REST API service owners register VIPs and instances with.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/config"
+	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/ops"
+	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
+)
+
+const usage = `meshd is the xspace-mesh control plane.
+
+It serves Envoy sidecars their clusters on demand (On-Demand CDS over delta
+xDS) from the service registry, and the REST API, metrics, health and debug
+endpoints over HTTP. With no flags it runs on its embedded registry:
+
+  xDS (gRPC)   127.0.0.1:18000
+  HTTP         127.0.0.1:18080   /v1/vips, /metrics, /healthz, /readyz, /debug/...
+  data         ./data
+
+Configuration comes from defaults, then --config FILE (YAML; unknown fields
+are errors), then the flags below. --print-config shows the result.
+
+Usage:
+  meshd [flags]
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg, printOnly, err := loadConfig(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshd:", err)
+		return 2
+	}
+	if printOnly {
+		b, err := cfg.YAML()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshd:", err)
+			return 1
+		}
+		os.Stdout.Write(b)
+		return 0
+	}
+	logger := newLogger(cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("meshd stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// loadConfig applies defaults, then the config file, then flags.
+func loadConfig(args []string) (config.Config, bool, error) {
+	fs := flag.NewFlagSet("meshd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	def := config.Defaults()
+	path := fs.String("config", "", "YAML config `file` (see --print-config for every field)")
+	xdsAddr := fs.String("xds-address", def.XDS.Address, "xDS gRPC listen `address`")
+	httpAddr := fs.String("http-address", def.HTTP.Address, "HTTP listen `address` (REST API, metrics, health, debug)")
+	dataDir := fs.String("data-dir", def.DataDir, "`directory` of the embedded registry's database")
+	level := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn, error")
+	format := fs.String("log-format", def.Log.Format, "log `format`: text or json")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
+	if err := fs.Parse(args); err != nil {
+		return def, false, err
+	}
+	if fs.NArg() > 0 {
+		return def, false, fmt.Errorf("unexpected argument %q; meshd takes only flags (see --help)", fs.Arg(0))
+	}
+	cfg := def
+	if *path != "" {
+		var err error
+		if cfg, err = config.Load(*path); err != nil {
+			return cfg, false, err
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "xds-address":
+			cfg.XDS.Address = *xdsAddr
+		case "http-address":
+			cfg.HTTP.Address = *httpAddr
+		case "data-dir":
+			cfg.DataDir = *dataDir
+		case "log-level":
+			cfg.Log.Level = *level
+		case "log-format":
+			cfg.Log.Format = *format
+		}
+	})
+	return cfg, *printCfg, cfg.Validate()
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serve wires the control plane and runs it until ctx ends.
+func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := embedded.Open(cfg.DataDir, embedded.Options{
+		Logger: logger, Registerer: reg,
+		SweepInterval:         cfg.Registry.Embedded.SweepInterval.D(),
+		SelfPreservationShare: cfg.Registry.Embedded.SelfPreservationShare,
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	xdsCache := cache.New()
+	disc := discovery.New(store, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
+	go disc.Run(ctx)
+	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
+		Logger: logger, Registerer: reg,
+		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
+	})
+
+	xdsLis, err := net.Listen("tcp", cfg.XDS.Address)
+	if err != nil {
+		return fmt.Errorf("xds: listen on %s: %w (is another meshd running? change xds.address or --xds-address)", cfg.XDS.Address, err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTP.Address)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("http: listen on %s: %w (is another meshd running? change http.address or --http-address)", cfg.HTTP.Address, err)
+	}
+
+	var serving atomic.Bool
+	httpServer := &http.Server{
+		Handler: ops.Handler(ops.Deps{
+			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
+			Proxies: xdsServer, VIPs: disc, Config: cfg,
+			Checks: map[string]func() ops.Check{
+				"registry": func() ops.Check { return ops.Check{OK: true, Detail: store.Health()} },
+				"xds":      func() ops.Check { return ops.Check{OK: serving.Load()} },
+			},
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	grpcServer := grpc.NewServer(server.GRPCOptions()...)
+	xdsServer.Register(grpcServer)
+
+	errs := make(chan error, 2)
+	go func() { errs <- grpcServer.Serve(xdsLis) }()
+	go func() { errs <- httpServer.Serve(httpLis) }()
+	serving.Store(true)
+	logger.Info("meshd is serving",
+		"xds", xdsLis.Addr().String(), "http", "http://"+httpLis.Addr().String(),
+		"registry", cfg.Registry.Type, "data_dir", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err = <-errs:
+		err = fmt.Errorf("server: %w", err)
+	}
+	serving.Store(false)
+	shutdown(grpcServer, httpServer, logger)
+	return err
+}
+
+// shutdown lets streams and requests finish for a few seconds, then cuts them.
+func shutdown(g *grpc.Server, h *http.Server, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		logger.Warn("http shutdown", "error", err)
+	}
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.Stop()
+	}
+}

@@ -1,0 +1,171 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+)
+
+// flaky wraps the real embedded store and fails lookups while broken is
+// set, standing in for a registry outage. It counts lookups.
+type flaky struct {
+	*embedded.Store
+	broken  atomic.Bool
+	lookups atomic.Int64
+}
+
+func (f *flaky) Lookup(ctx context.Context, vip string) (registry.Service, error) {
+	f.lookups.Add(1)
+	if f.broken.Load() {
+		return registry.Service{}, errors.Join(registry.ErrUnavailable, errors.New("test outage"))
+	}
+	return f.Store.Lookup(ctx, vip)
+}
+
+// counting wraps the real cache and counts Set calls per resource name.
+type counting struct {
+	*cache.Cache
+	mu   sync.Mutex
+	sets map[string]int
+}
+
+func (c *counting) Set(name string, msg proto.Message) error {
+	c.mu.Lock()
+	c.sets[name]++
+	c.mu.Unlock()
+	return c.Cache.Set(name, msg)
+}
+
+func (c *counting) count(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sets[name]
+}
+
+type fixture struct {
+	src   *flaky
+	pub   *counting
+	disc  *Discovery
+	store *embedded.Store
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	src := &flaky{Store: store}
+	pub := &counting{Cache: cache.New(), sets: map[string]int{}}
+	d := New(src, pub, Options{RetryInterval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go d.Run(ctx)
+	return &fixture{src: src, pub: pub, disc: d, store: store}
+}
+
+func (f *fixture) register(t *testing.T, vip, id, addr string) {
+	t.Helper()
+	_, err := f.store.Register(context.Background(), registry.Instance{VIP: vip, ID: id, Address: addr, Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestRegistryOutageKeepsLastKnown(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "payments", "p1", "10.0.0.1")
+	f.disc.Acquire(context.Background(), "payments.vip")
+	before, ok := f.pub.Version(resource.EndpointType, "payments.vip")
+	if !ok {
+		t.Fatal("endpoints not published")
+	}
+
+	f.src.broken.Store(true)
+	f.register(t, "payments", "p2", "10.0.0.2") // change arrives; lookup fails
+	eventually(t, "failed lookups retried", func() bool { return f.src.lookups.Load() >= 4 })
+	if v, ok := f.pub.Version(resource.EndpointType, "payments.vip"); !ok || v != before {
+		t.Fatalf("during the outage endpoints changed or vanished: %q %v, want %q", v, ok, before)
+	}
+
+	f.src.broken.Store(false) // the retry converges without any new change
+	eventually(t, "converged after the outage", func() bool {
+		v, ok := f.pub.Version(resource.EndpointType, "payments.vip")
+		return ok && v != before
+	})
+}
+
+func TestConcurrentFirstSubscribersLookUpOnce(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "payments", "p1", "10.0.0.1")
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { f.disc.Acquire(context.Background(), "payments.vip") })
+	}
+	wg.Wait()
+	if n := f.src.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups for 50 concurrent subscribers, want 1", n)
+	}
+	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 50 {
+		t.Fatalf("watched = %+v, want payments with 50 subscribers", w)
+	}
+}
+
+func TestChangeRebuildsOnlyThatVIP(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "a", "a1", "10.0.0.1")
+	f.register(t, "b", "b1", "10.0.0.2")
+	f.disc.Acquire(context.Background(), "a.vip")
+	f.disc.Acquire(context.Background(), "b.vip")
+	f.register(t, "a", "a2", "10.0.0.3")
+	eventually(t, "a republished", func() bool { return f.pub.count("a.vip") >= 4 }) // CLA+cluster, twice
+	time.Sleep(20 * time.Millisecond)
+	if n := f.pub.count("b.vip"); n != 2 {
+		t.Fatalf("b.vip set %d times, want 2 (its first resolve only)", n)
+	}
+	// Unwatched VIPs are not looked up at all.
+	lookups := f.src.lookups.Load()
+	f.register(t, "c", "c1", "10.0.0.4")
+	time.Sleep(20 * time.Millisecond)
+	if f.src.lookups.Load() != lookups {
+		t.Fatal("a change to a VIP nobody holds caused a lookup")
+	}
+}
+
+func TestReleaseIsBalanced(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "a", "a1", "10.0.0.1")
+	f.disc.Acquire(context.Background(), "a.vip")
+	f.disc.Acquire(context.Background(), "a.vip")
+	f.disc.Release("a.vip")
+	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 1 {
+		t.Fatalf("after one release: %+v, want 1 subscriber", w)
+	}
+	f.disc.Release("a.vip")
+	f.disc.Release("a.vip") // one too many: logged, not negative
+	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 0 {
+		t.Fatalf("after extra release: %+v, want 0 subscribers", w)
+	}
+}
