@@ -15,11 +15,10 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/prisma-systems/xspace-mesh/xds/probe"
 )
 
 // binaries builds meshd and meshctl once for the tests of this package.
@@ -101,39 +100,18 @@ func endpoints(t *testing.T, xdsAddr, cluster string) []string {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	res, err := probe.Resolve(ctx, conn, &corev3.Node{Id: "it-1", Cluster: "orders"}, cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "it-1", Cluster: "orders"}
-	for _, typeURL := range []string{resource.ClusterType, resource.EndpointType} {
-		err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNamesSubscribe: []string{cluster}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.GetResources()) != 1 {
-			t.Fatalf("%s for %s: resources %d, removed %v", typeURL, cluster, len(resp.GetResources()), resp.GetRemovedResources())
-		}
-		if typeURL == resource.EndpointType {
-			cla := &endpointv3.ClusterLoadAssignment{}
-			if err := resp.GetResources()[0].GetResource().UnmarshalTo(cla); err != nil {
-				t.Fatal(err)
-			}
-			var addrs []string
-			for _, l := range cla.GetEndpoints() {
-				for _, e := range l.GetLbEndpoints() {
-					addrs = append(addrs, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
-				}
-			}
-			slices.Sort(addrs)
-			return addrs
+	var addrs []string
+	for _, l := range res.Endpoints.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			addrs = append(addrs, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
 		}
 	}
-	return nil
+	slices.Sort(addrs)
+	return addrs
 }
 
 // TestKill9LosesNothingAcknowledged registers through meshctl, resolves over
