@@ -20,12 +20,23 @@ type streamState struct {
 	id       int64
 	protocol string // "delta" or "sotw"
 	kind     string // metric label of the stream's service: ads, cds, eds
+	// typeURL is the type of a standalone service's stream ("" for ADS).
+	// Requests on such streams may leave their type URL empty.
+	typeURL string
 	ctx      context.Context
 	since    time.Time
 	node     *corev3.Node
 	// held are the on-demand names this stream holds, by type URL; each
 	// is one Acquire on the resolver.
 	held map[string]map[string]struct{}
+}
+
+// requestType is the type URL a request is about: its own, or its stream's.
+func (st *streamState) requestType(typeURL string) string {
+	if typeURL == "" {
+		return st.typeURL
+	}
+	return typeURL
 }
 
 // onDemand reports whether subscriptions of a type resolve clusters.
@@ -38,7 +49,7 @@ func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) e
 		return status.Errorf(codes.Unavailable, "stream admission: %v", err)
 	}
 	st := &streamState{
-		id: id, protocol: protocol, kind: typeLabel(typeURL), ctx: ctx, since: s.now(),
+		id: id, protocol: protocol, kind: typeLabel(typeURL), typeURL: typeURL, ctx: ctx, since: s.now(),
 		held: make(map[string]map[string]struct{}),
 	}
 	s.mu.Lock()
@@ -129,22 +140,23 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 	if st == nil {
 		return status.Error(codes.Internal, "unknown stream")
 	}
+	typeURL := st.requestType(req.GetTypeUrl())
 	if req.GetErrorDetail() != nil {
-		s.nack(st, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+		s.nack(st, typeURL, req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
 	}
-	if onDemand(req.GetTypeUrl()) {
-		s.update(st, req.GetTypeUrl(), req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	if onDemand(typeURL) {
+		s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	return nil
 }
 
 // OnStreamDeltaResponse counts what is pushed.
-func (s *Server) OnStreamDeltaResponse(_ int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+func (s *Server) OnStreamDeltaResponse(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	bytes := 0
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetResource().GetValue())
 	}
-	s.metrics.pushed(typeLabel(req.GetTypeUrl()), len(resp.GetResources())+len(resp.GetRemovedResources()), bytes)
+	s.metrics.pushed(typeLabel(resp.GetTypeUrl()), len(resp.GetResources())+len(resp.GetRemovedResources()), bytes)
 }
 
 // OnStreamOpen admits a new state-of-the-world stream.
@@ -162,32 +174,33 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	if st == nil {
 		return status.Error(codes.Internal, "unknown stream")
 	}
+	typeURL := st.requestType(req.GetTypeUrl())
 	if req.GetErrorDetail() != nil {
-		s.nack(st, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+		s.nack(st, typeURL, req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
 	}
-	if !onDemand(req.GetTypeUrl()) {
+	if !onDemand(typeURL) {
 		return nil
 	}
 	want := req.GetResourceNames()
 	s.mu.Lock()
 	var drop []string
-	for name := range st.held[req.GetTypeUrl()] {
+	for name := range st.held[typeURL] {
 		if !slices.Contains(want, name) {
 			drop = append(drop, name)
 		}
 	}
 	s.mu.Unlock()
-	s.update(st, req.GetTypeUrl(), want, drop)
+	s.update(st, typeURL, want, drop)
 	return nil
 }
 
 // OnStreamResponse counts what is pushed.
-func (s *Server) OnStreamResponse(_ context.Context, _ int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+func (s *Server) OnStreamResponse(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	bytes := 0
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetValue())
 	}
-	s.metrics.pushed(typeLabel(req.GetTypeUrl()), len(resp.GetResources()), bytes)
+	s.metrics.pushed(typeLabel(resp.GetTypeUrl()), len(resp.GetResources()), bytes)
 }
 
 // OnFetchRequest resolves the requested clusters of a REST poll; they stay
