@@ -10,6 +10,10 @@ BENCHCOUNT ?= 5
 # clone on the same machine reuses them.
 TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/tools
 BENCHSTAT := $(TOOLS_DIR)/benchstat
+# golangci-lint is pinned in tools/lint/go.mod, a module of its own so its
+# dependencies stay out of the project's; the binary is named by version.
+LINT_VERSION := $(shell awk '/golangci-lint\/v2 v/ {print $$2}' tools/lint/go.mod)
+GOLANGCI  := $(TOOLS_DIR)/golangci-lint-$(LINT_VERSION)
 
 export GOTOOLCHAIN := local
 
@@ -36,9 +40,12 @@ test: ## run the whole test suite (race detector on)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 .PHONY: lint
-lint: ## vet and check formatting
-	$(GO) vet $(PKGS)
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+lint: $(GOLANGCI) ## run golangci-lint (.golangci.yml: vet, staticcheck, errorlint, revive, importas, depguard, gofumpt, gci)
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	@echo "building golangci-lint $(LINT_VERSION) into $(TOOLS_DIR) (once; about 2 minutes)"
+	cd tools/lint && $(GO) build -o $(GOLANGCI) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: golden
 golden: ## rewrite the golden Envoy resources under xds/translate/testdata/out

@@ -55,7 +55,7 @@ func (s *testServer) send(t *testing.T, method, path, contentType string, body [
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

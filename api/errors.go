@@ -102,18 +102,26 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, notFou
 		}
 		apiErr = &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: notFound}
 	case errors.Is(err, registry.ErrConflict):
-		apiErr = &Error{Status: http.StatusConflict, Code: CodeConflict,
-			Message: "the request contradicts what is stored; read the current state and try again"}
+		apiErr = &Error{
+			Status: http.StatusConflict, Code: CodeConflict,
+			Message: "the request contradicts what is stored; read the current state and try again",
+		}
 	case errors.Is(err, registry.ErrUnavailable):
-		apiErr = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
-			Message: "the registry is unavailable; try again shortly"}
+		apiErr = &Error{
+			Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Message: "the registry is unavailable; try again shortly",
+		}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		apiErr = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
-			Message: "the request was cancelled or timed out before the registry answered; try again"}
+		apiErr = &Error{
+			Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Message: "the request was cancelled or timed out before the registry answered; try again",
+		}
 	default:
 		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		apiErr = &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
-			Message: "internal error; the server logged the details, try again and report it if it persists"}
+		apiErr = &Error{
+			Status: http.StatusInternalServerError, Code: CodeInternal,
+			Message: "internal error; the server logged the details, try again and report it if it persists",
+		}
 	}
 	if apiErr.Status == http.StatusServiceUnavailable {
 		h.logger.Warn("request failed", "method", r.Method, "path", r.URL.Path, "error", err)

@@ -183,7 +183,7 @@ func (d Discovery) validate() error {
 func validAddress(field, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%s: %q is not host:port (%v); e.g. 127.0.0.1:18000", field, addr, err)
+		return fmt.Errorf("%s: %q is not host:port (%w); e.g. 127.0.0.1:18000", field, addr, err)
 	}
 	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
 		return fmt.Errorf("%s: host %q must be an IP address or localhost", field, host)

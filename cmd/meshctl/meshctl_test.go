@@ -238,12 +238,21 @@ func TestServerErrorsPrintedVerbatim(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{"validation", "", []string{"instance", "register", "payments", "--id", "web-1", "--address", "web.local", "--port", "8080"},
-			`invalid_argument: address: "web.local" is not an IP address; use the instance's IPv4 or IPv6 address, e.g. 10.0.0.12 (field address)` + "\n"},
-		{"not found", "", []string{"instance", "deregister", "payments", "web-1"},
-			`not_found: instance "web-1" of VIP "payments" is not registered (its lease may have expired); register it again with PUT /v1/vips/payments/instances/web-1` + "\n"},
-		{"unknown field in a file", "name: payments\npolicy:\n  retry: {attempts: 2}\n", []string{"vip", "apply", "-f", "-"},
-			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, load_balancing, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n"},
+		{
+			"validation", "",
+			[]string{"instance", "register", "payments", "--id", "web-1", "--address", "web.local", "--port", "8080"},
+			`invalid_argument: address: "web.local" is not an IP address; use the instance's IPv4 or IPv6 address, e.g. 10.0.0.12 (field address)` + "\n",
+		},
+		{
+			"not found", "",
+			[]string{"instance", "deregister", "payments", "web-1"},
+			`not_found: instance "web-1" of VIP "payments" is not registered (its lease may have expired); register it again with PUT /v1/vips/payments/instances/web-1` + "\n",
+		},
+		{
+			"unknown field in a file", "name: payments\npolicy:\n  retry: {attempts: 2}\n",
+			[]string{"vip", "apply", "-f", "-"},
+			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, load_balancing, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,7 +57,7 @@ A name the control plane does not serve exits with code 1 and says so.`,
 			if err != nil {
 				return usageError{fmt.Sprintf("--xds %q: %v", xds, err)}
 			}
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 			defer cancel()
 			node := &corev3.Node{Id: nodeID, Cluster: service}

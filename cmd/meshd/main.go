@@ -68,7 +68,9 @@ func run(args []string) int {
 			fmt.Fprintln(os.Stderr, "meshd:", err)
 			return 1
 		}
-		os.Stdout.Write(b)
+		if _, err := os.Stdout.Write(b); err != nil {
+			return 1
+		}
 		return 0
 	}
 	logger := newLogger(cfg.Log)
@@ -149,7 +151,11 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() {
+		if err := store.Close(); err != nil {
+			logger.Error("closing the registry", "error", err)
+		}
+	}()
 
 	xdsCache := cache.New()
 	disc := discovery.New(store, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
@@ -165,7 +171,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	httpLis, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
-		xdsLis.Close()
+		_ = xdsLis.Close()
 		return fmt.Errorf("http: listen on %s: %w (is another meshd running? change http.address or --http-address)", cfg.HTTP.Address, err)
 	}
 

@@ -67,7 +67,7 @@ func TestKill9(t *testing.T) {
 
 	e := &env{t: t, dir: dir, clock: newClock()}
 	e.open()
-	defer e.s.Close()
+	defer func() { _ = e.s.Close() }()
 	ctx := context.Background()
 	v, err := e.s.GetVIP(ctx, "crash")
 	if err != nil || v.Policy.Protocol != registry.GRPC {

@@ -85,7 +85,7 @@ func TestRestartGrace(t *testing.T) {
 	e := newEnv(t)
 	e.register(instance("web", 1))
 	e.register(instance("web", 2))
-	e.s.Close()
+	_ = e.s.Close()
 	e.clock.Advance(time.Hour) // the registry was down far longer than the lease
 	e.open()
 	e.s.Sweep()

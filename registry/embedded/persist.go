@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -46,7 +47,7 @@ func openDB(dir string) (*bolt.DB, error) {
 	}
 	path := filepath.Join(dir, dbFile)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("embedded: data directory %s is in use by another meshd? (no lock on %s after %s): %w",
 			dir, path, lockTimeout, err)
 	}

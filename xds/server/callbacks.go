@@ -23,9 +23,9 @@ type streamState struct {
 	// typeURL is the type of a standalone service's stream ("" for ADS).
 	// Requests on such streams may leave their type URL empty.
 	typeURL string
-	ctx      context.Context
-	since    time.Time
-	node     *corev3.Node
+	ctx     context.Context
+	since   time.Time
+	node    *corev3.Node
 	// held are the on-demand names this stream holds, by type URL; each
 	// is one Acquire on the resolver.
 	held map[string]map[string]struct{}
