@@ -131,13 +131,13 @@ func (c *Cache) Version(typeURL, name string) (string, bool) {
 func (c *Cache) wake(ts *typeState, name string) {
 	for w := range ts.delta[name] {
 		if resp := c.deltaResponse(ts, w.req, w.sub); resp != nil {
-			c.removeDelta(ts, w)
+			unindex(ts.delta, w.sub, w)
 			w.ch <- resp
 		}
 	}
 	for w := range ts.sotw[name] {
 		if resp := sotwResponse(ts, w.req, w.sub); resp != nil {
-			c.removeSotw(ts, w)
+			unindex(ts.sotw, w.sub, w)
 			w.ch <- resp
 		}
 	}
@@ -159,6 +159,30 @@ func encode(name string, msg proto.Message) (*entry, string, error) {
 		delta:   &discoveryv3.Resource{Name: name, Version: version, Resource: a},
 		any:     a,
 	}, typeURL, nil
+}
+
+// index adds w to the watches of each of its subscribed names.
+func index[W comparable](byName map[string]map[W]struct{}, sub gcpcache.Subscription, w W) {
+	for name := range sub.SubscribedResources() {
+		set := byName[name]
+		if set == nil {
+			set = make(map[W]struct{})
+			byName[name] = set
+		}
+		set[w] = struct{}{}
+	}
+}
+
+// unindex removes w from the watches of each of its subscribed names.
+func unindex[W comparable](byName map[string]map[W]struct{}, sub gcpcache.Subscription, w W) {
+	for name := range sub.SubscribedResources() {
+		if set := byName[name]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(byName, name)
+			}
+		}
+	}
 }
 
 // Fetch answers a REST (polling) request with the named resources that exist.

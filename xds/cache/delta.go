@@ -33,30 +33,12 @@ func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscr
 		return func() {}, nil
 	}
 	w := &deltaWatch{req: req, sub: sub, ch: ch}
-	for name := range sub.SubscribedResources() {
-		set := ts.delta[name]
-		if set == nil {
-			set = make(map[*deltaWatch]struct{})
-			ts.delta[name] = set
-		}
-		set[w] = struct{}{}
-	}
+	index(ts.delta, sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		c.removeDelta(ts, w)
+		unindex(ts.delta, sub, w)
 	}, nil
-}
-
-func (c *Cache) removeDelta(ts *typeState, w *deltaWatch) {
-	for name := range w.sub.SubscribedResources() {
-		if set := ts.delta[name]; set != nil {
-			delete(set, w)
-			if len(set) == 0 {
-				delete(ts.delta, name)
-			}
-		}
-	}
 }
 
 // deltaResponse compares what the stream has (its returned resources) with

@@ -37,30 +37,12 @@ func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch
 		}
 	}
 	w := &sotwWatch{req: req, sub: sub, ch: ch}
-	for name := range sub.SubscribedResources() {
-		set := ts.sotw[name]
-		if set == nil {
-			set = make(map[*sotwWatch]struct{})
-			ts.sotw[name] = set
-		}
-		set[w] = struct{}{}
-	}
+	index(ts.sotw, sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		c.removeSotw(ts, w)
+		unindex(ts.sotw, sub, w)
 	}, nil
-}
-
-func (c *Cache) removeSotw(ts *typeState, w *sotwWatch) {
-	for name := range w.sub.SubscribedResources() {
-		if set := ts.sotw[name]; set != nil {
-			delete(set, w)
-			if len(set) == 0 {
-				delete(ts.sotw, name)
-			}
-		}
-	}
 }
 
 // sotwResponse returns the full response for a subscription, or nil when

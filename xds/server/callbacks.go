@@ -9,6 +9,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -118,11 +119,29 @@ func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe 
 	}
 }
 
-func (s *Server) nack(st *streamState, typeURL, nonce, detail string) {
-	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-	s.log.Error("proxy rejected a response (NACK)",
-		"node_id", st.node.GetId(), "stream_id", st.id, "type_url", typeURL,
-		"response_nonce", nonce, "error", detail)
+// xdsRequest is what delta and state-of-the-world requests have in common.
+type xdsRequest interface {
+	GetNode() *corev3.Node
+	GetTypeUrl() string
+	GetResponseNonce() string
+	GetErrorDetail() *statuspb.Status
+}
+
+// request finds the stream of a request and the type it is about, and logs
+// and counts it if it is a NACK.
+func (s *Server) request(id int64, req xdsRequest) (*streamState, string, error) {
+	st := s.stream(id, req.GetNode())
+	if st == nil {
+		return nil, "", status.Error(codes.Internal, "unknown stream")
+	}
+	typeURL := st.requestType(req.GetTypeUrl())
+	if detail := req.GetErrorDetail(); detail != nil {
+		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+		s.log.Error("proxy rejected a response (NACK)",
+			"node_id", st.node.GetId(), "stream_id", st.id, "type_url", typeURL,
+			"response_nonce", req.GetResponseNonce(), "error", detail.GetMessage())
+	}
+	return st, typeURL, nil
 }
 
 // OnDeltaStreamOpen admits a new delta stream.
@@ -136,13 +155,9 @@ func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
 // OnStreamDeltaRequest resolves newly subscribed clusters before the
 // request reaches the cache, and logs NACKs.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	st := s.stream(id, req.GetNode())
-	if st == nil {
-		return status.Error(codes.Internal, "unknown stream")
-	}
-	typeURL := st.requestType(req.GetTypeUrl())
-	if req.GetErrorDetail() != nil {
-		s.nack(st, typeURL, req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	st, typeURL, err := s.request(id, req)
+	if err != nil {
+		return err
 	}
 	if onDemand(typeURL) {
 		s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
@@ -170,13 +185,9 @@ func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
 // OnStreamRequest turns a state-of-the-world request (the full list of
 // names) into acquires and releases, and logs NACKs.
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	st := s.stream(id, req.GetNode())
-	if st == nil {
-		return status.Error(codes.Internal, "unknown stream")
-	}
-	typeURL := st.requestType(req.GetTypeUrl())
-	if req.GetErrorDetail() != nil {
-		s.nack(st, typeURL, req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	st, typeURL, err := s.request(id, req)
+	if err != nil {
+		return err
 	}
 	if !onDemand(typeURL) {
 		return nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,6 +160,17 @@ func (c *deltaClient) recv() *discoveryv3.DeltaDiscoveryResponse {
 		c.tb.Fatal("no response within 5s")
 	}
 	return nil
+}
+
+// barrier returns once the server has handled every request sent so far:
+// it processes a stream's requests in order, and answers a subscription to
+// an unknown name at once.
+func (c *deltaClient) barrier() {
+	c.tb.Helper()
+	c.subscribe(cds, "barrier.vip")
+	if r := c.recv(); !slices.Equal(r.GetRemovedResources(), []string{"barrier.vip"}) {
+		c.tb.Fatalf("barrier: got resources %v removed %v", resourceNames(r), r.GetRemovedResources())
+	}
 }
 
 // quiet asserts that nothing more arrives within a short window.

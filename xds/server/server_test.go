@@ -60,6 +60,7 @@ func TestOnDemandLifecycle(t *testing.T) {
 	// Unsubscribed: changes no longer reach this stream.
 	c.send(deltaReq{typeURL: eds, drop: []string{"payments.vip"}})
 	c.send(deltaReq{typeURL: cds, drop: []string{"payments.vip"}})
+	c.barrier()
 	m.register(t, "payments", "p3", "10.0.0.3", registry.StatusUp)
 	c.quiet()
 }
