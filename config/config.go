@@ -73,7 +73,7 @@ func Defaults() Config {
 	return Config{
 		DataDir:  "./data",
 		Log:      Log{Level: "info", Format: "text"},
-		XDS:      XDS{Address: "127.0.0.1:18000", AdmissionRate: 500, AdmissionBurst: 1000},
+		XDS:      XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000},
 		HTTP:     HTTP{Address: "127.0.0.1:18080"},
 		Registry: Registry{Type: "embedded", Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15}},
 		Discovery: Discovery{

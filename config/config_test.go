@@ -31,7 +31,7 @@ func TestLoadOverDefaults(t *testing.T) {
 	if cfg.XDS.Address != "127.0.0.1:19000" || cfg.Discovery.Grace.D() != 30*time.Second {
 		t.Fatalf("file not applied: %+v", cfg)
 	}
-	if cfg.HTTP.Address != "127.0.0.1:18080" || cfg.XDS.AdmissionRate != 500 {
+	if cfg.HTTP.Address != "127.0.0.1:18080" || cfg.XDS.AdmissionRate != 2000 {
 		t.Fatalf("defaults lost: %+v", cfg)
 	}
 }

@@ -15,15 +15,18 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
 )
 
 // Publisher is where discovery puts the resources it builds: the xDS cache.
 type Publisher interface {
-	Set(name string, msg proto.Message) error
+	// Update publishes resources, or tombstones for names known not to
+	// exist, in one step; later items depend on earlier ones.
+	Update(items ...cache.Item) error
+	// Delete forgets a resource: its name becomes unknown.
 	Delete(typeURL, name string)
 }
 
@@ -33,8 +36,13 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Grace is how long a VIP no stream holds stays watched (default 5m).
 	Grace time.Duration
-	// RetryInterval is how soon a VIP whose lookup failed is looked up again (default 1s).
-	RetryInterval time.Duration
+	// RetryInterval is how soon a VIP whose lookup failed is first looked up
+	// again (default 1s); it doubles with each failure, up to MaxRetryInterval
+	// (default 30s), with jitter.
+	RetryInterval    time.Duration
+	MaxRetryInterval time.Duration
+	// LookupTimeout bounds one registry lookup (default 10s).
+	LookupTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -73,6 +81,7 @@ type vip struct {
 	last      registry.Service
 	found     bool
 	err       error
+	failures  int // consecutive failed lookups
 	forgotten bool
 }
 
@@ -86,6 +95,12 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second
+	}
+	if opts.MaxRetryInterval < opts.RetryInterval {
+		opts.MaxRetryInterval = max(30*time.Second, opts.RetryInterval)
+	}
+	if opts.LookupTimeout <= 0 {
+		opts.LookupTimeout = 10 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -126,8 +141,10 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) {
 
 	if first {
 		// Watch before the first lookup so no change can fall between them.
+		// The lookup serves every stream waiting for this VIP, so it must
+		// not end with the first one.
 		v.stop = d.src.Watch(name, func() { d.markDirty(name) })
-		d.resolve(ctx, v)
+		d.resolve(v)
 		close(v.ready)
 	} else {
 		select {
@@ -193,14 +210,14 @@ func (d *Discovery) Run(ctx context.Context) {
 			d.stopAll()
 			return
 		case <-d.wakeup:
-			d.processDirty(ctx)
+			d.processDirty()
 		case <-sweep.C:
 			d.forgetIdle()
 		}
 	}
 }
 
-func (d *Discovery) processDirty(ctx context.Context) {
+func (d *Discovery) processDirty() {
 	d.dirtyMu.Lock()
 	batch := d.dirty
 	d.dirty = make(map[string]struct{}, len(batch))
@@ -209,11 +226,16 @@ func (d *Discovery) processDirty(ctx context.Context) {
 		d.mu.Lock()
 		v := d.vips[name]
 		d.mu.Unlock()
-		if v == nil {
-			continue
+		switch {
+		case v == nil:
+		case !closed(v.ready):
+			// Its first lookup is still running and may have read the
+			// registry before this change: look again once it is done,
+			// without holding up the other VIPs.
+			go func() { <-v.ready; d.markDirty(name) }()
+		default:
+			d.resolve(v)
 		}
-		<-v.ready
-		d.resolve(ctx, v)
 	}
 }
 
@@ -259,11 +281,4 @@ func (d *Discovery) stopAll() {
 			v.stop()
 		}
 	}
-}
-
-// SetNow replaces the clock; for tests of the grace period.
-func (d *Discovery) SetNow(now func() time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.opts.Now = now
 }

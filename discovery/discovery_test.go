@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
@@ -39,11 +38,13 @@ type counting struct {
 	sets map[string]int
 }
 
-func (c *counting) Set(name string, msg proto.Message) error {
+func (c *counting) Update(items ...cache.Item) error {
 	c.mu.Lock()
-	c.sets[name]++
+	for _, it := range items {
+		c.sets[it.Name]++
+	}
 	c.mu.Unlock()
-	return c.Cache.Set(name, msg)
+	return c.Cache.Update(items...)
 }
 
 func (c *counting) count(name string) int {
@@ -67,7 +68,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	src := &flaky{Store: store}
-	pub := &counting{Cache: cache.New(), sets: map[string]int{}}
+	pub := &counting{Cache: cache.New(resource.ClusterType, resource.EndpointType), sets: map[string]int{}}
 	d := New(src, pub, Options{RetryInterval: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -167,5 +168,59 @@ func TestReleaseIsBalanced(t *testing.T) {
 	f.disc.Release("a.vip") // one too many: logged, not negative
 	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 0 {
 		t.Fatalf("after extra release: %+v, want 0 subscribers", w)
+	}
+}
+
+// TestFirstLookupOutlivesTheFirstSubscriber: the first stream to ask for a
+// VIP may go away while it is looked up; the lookup still serves the others.
+func TestFirstLookupOutlivesTheFirstSubscriber(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "payments", "p1", "10.0.0.1")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // gone before it starts
+	f.disc.Acquire(ctx, "payments.vip")
+	if _, ok := f.pub.Version(resource.ClusterType, "payments.vip"); !ok {
+		t.Fatal("a cancelled first subscriber left the VIP unpublished")
+	}
+	if w := f.disc.Watched(); len(w) != 1 || w[0].Err != nil {
+		t.Fatalf("watched = %+v, want no error", w)
+	}
+}
+
+// TestFailedFirstLookupIsUnknownNotAbsent: a VIP that could not be looked
+// up is not published as absent (which would take it from proxies that hold
+// it); a VIP the registry does not have is.
+func TestFailedFirstLookupIsUnknownNotAbsent(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "payments", "p1", "10.0.0.1")
+	f.src.broken.Store(true)
+	f.disc.Acquire(context.Background(), "payments.vip")
+	if v, ok := f.pub.Version(resource.ClusterType, "payments.vip"); ok {
+		t.Fatalf("failed lookup published %q; want nothing", v)
+	}
+	f.disc.Acquire(context.Background(), "ghost.vip")
+	if v, ok := f.pub.Version(resource.ClusterType, "ghost.vip"); ok {
+		t.Fatalf("failed lookup of ghost published %q", v)
+	}
+	f.src.broken.Store(false)
+	eventually(t, "payments published after recovery", func() bool {
+		_, ok := f.pub.Version(resource.ClusterType, "payments.vip")
+		return ok
+	})
+	eventually(t, "ghost published as absent after recovery", func() bool {
+		v, ok := f.pub.Version(resource.ClusterType, "ghost.vip")
+		return ok && v == "absent"
+	})
+}
+
+func TestRetryBackoffGrowsWithJitter(t *testing.T) {
+	d := New(nil, nil, Options{RetryInterval: time.Second, MaxRetryInterval: 8 * time.Second})
+	for _, tt := range []struct {
+		n      int
+		lo, hi time.Duration
+	}{{1, 800 * time.Millisecond, 1200 * time.Millisecond}, {3, 3200 * time.Millisecond, 4800 * time.Millisecond}, {10, 6400 * time.Millisecond, 9600 * time.Millisecond}} {
+		if got := d.retryAfter(tt.n); got < tt.lo || got > tt.hi {
+			t.Errorf("retryAfter(%d) = %s, want within [%s, %s]", tt.n, got, tt.lo, tt.hi)
+		}
 	}
 }

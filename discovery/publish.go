@@ -4,59 +4,86 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
 // resolve looks a VIP up and publishes what it finds. On a registry error
-// the last known resources stay published and the lookup is retried.
-func (d *Discovery) resolve(ctx context.Context, v *vip) {
+// the last known resources stay published and the lookup is retried with
+// backoff; only the first failure and the recovery are logged.
+func (d *Discovery) resolve(v *vip) {
 	v.resolveMu.Lock()
 	defer v.resolveMu.Unlock()
 	if v.forgotten {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.LookupTimeout)
 	svc, err := d.src.Lookup(ctx, v.name)
-	switch {
-	case err == nil:
-		v.last, v.found, v.err = svc, true, nil
-		d.publish(v.name, svc)
-	case errors.Is(err, registry.ErrNotFound):
-		v.last, v.found, v.err = registry.Service{}, false, nil
-		d.unpublish(v.name)
-	default:
+	cancel()
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		v.err = err
+		v.failures++
 		d.metrics.registryErrors.Inc()
-		d.log.Warn("registry lookup failed; serving the last known state", "vip", v.name, "error", err)
+		if v.failures == 1 {
+			d.log.Warn("registry lookup failed; serving the last known state and retrying", "vip", v.name, "error", err)
+		}
 		name := v.name
-		time.AfterFunc(d.opts.RetryInterval, func() { d.markDirty(name) })
-	}
-}
-
-// publish translates one VIP and puts its resources in the cache, endpoints
-// first so that a proxy receiving the cluster finds them ready. A VIP whose
-// translation does not validate keeps its previous resources.
-func (d *Discovery) publish(name string, svc registry.Service) {
-	if !svc.VIP.Policy.PlaintextAllowed() {
-		d.unpublish(name)
+		time.AfterFunc(d.retryAfter(v.failures), func() { d.markDirty(name) })
 		return
 	}
-	cla := translate.ClusterLoadAssignment(svc)
+	if v.failures > 0 {
+		d.log.Info("registry lookup recovered", "vip", v.name, "failed_lookups", v.failures)
+	}
+	v.err, v.failures = nil, 0
+	if err != nil { // not found
+		v.last, v.found = registry.Service{}, false
+		d.publishAbsent(v.name)
+		return
+	}
+	v.last, v.found = svc, true
+	d.publish(v.name, svc)
+}
+
+// retryAfter is the backoff after n consecutive failures: doubling from
+// RetryInterval up to MaxRetryInterval, with +-20 % jitter so that VIPs that
+// failed together do not retry together.
+func (d *Discovery) retryAfter(n int) time.Duration {
+	delay := d.opts.RetryInterval
+	for i := 1; i < n && delay < d.opts.MaxRetryInterval; i++ {
+		delay *= 2
+	}
+	delay = min(delay, d.opts.MaxRetryInterval)
+	return time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+}
+
+// publish translates one VIP and puts its Cluster and ClusterLoadAssignment
+// in the cache in one step: the endpoints are ready before any proxy
+// receives the cluster, and a changed cluster also gets a new endpoints
+// version, which Envoy needs to finish warming it. A VIP whose translation
+// does not validate keeps its previous resources.
+func (d *Discovery) publish(name string, svc registry.Service) {
+	if !svc.VIP.Policy.PlaintextAllowed() {
+		d.publishAbsent(name)
+		return
+	}
 	cluster := translate.Cluster(svc.VIP)
-	err := cla.Validate()
+	cla := translate.ClusterLoadAssignment(svc)
+	err := cluster.Validate()
 	if err == nil {
-		err = cluster.Validate()
+		err = cla.Validate()
 	}
 	if err == nil {
-		err = d.pub.Set(cla.GetClusterName(), cla)
-	}
-	if err == nil {
-		err = d.pub.Set(cluster.GetName(), cluster)
+		err = d.pub.Update(
+			cache.Item{TypeURL: resource.ClusterType, Name: cluster.GetName(), Msg: cluster},
+			cache.Item{TypeURL: resource.EndpointType, Name: cla.GetClusterName(), Msg: cla},
+		)
 	}
 	if err != nil {
 		d.metrics.translateErrors.Inc()
@@ -64,7 +91,20 @@ func (d *Discovery) publish(name string, svc registry.Service) {
 	}
 }
 
-// unpublish removes a VIP's resources; subscribed streams are told.
+// publishAbsent records that a VIP's plaintext cluster does not exist, so
+// subscribers are told at once and told again if it comes back.
+func (d *Discovery) publishAbsent(name string) {
+	cluster := names.Cluster(name, false)
+	err := d.pub.Update(
+		cache.Item{TypeURL: resource.ClusterType, Name: cluster},
+		cache.Item{TypeURL: resource.EndpointType, Name: cluster},
+	)
+	if err != nil {
+		d.log.Error("publishing absence", "vip", name, "error", err)
+	}
+}
+
+// unpublish forgets a VIP's resources when no stream holds it any more.
 func (d *Discovery) unpublish(name string) {
 	cluster := names.Cluster(name, false)
 	d.pub.Delete(resource.ClusterType, cluster)

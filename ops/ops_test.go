@@ -27,7 +27,7 @@ func newServer(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *di
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	c := cache.New()
+	c := cache.New(server.Types...)
 	disc := discovery.New(store, c, discovery.Options{Registerer: reg})
 	xds := server.New(t.Context(), c, disc, server.Options{Registerer: reg})
 	h := Handler(Deps{

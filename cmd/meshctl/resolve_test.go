@@ -26,7 +26,7 @@ func xdsServer(t *testing.T) (string, *embedded.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	c := cache.New()
+	c := cache.New(server.Types...)
 	disc := discovery.New(store, c, discovery.Options{})
 	srv := server.New(t.Context(), c, disc, server.Options{})
 	g := grpc.NewServer()

@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 
-	xdsCache := cache.New()
+	xdsCache := cache.New(server.Types...)
 	disc := discovery.New(store, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
 	go disc.Run(ctx)
 	xdsServer := server.New(ctx, xdsCache, disc, server.Options{

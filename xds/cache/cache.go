@@ -30,20 +30,25 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// absent is the version recorded in a stream's returned resources for a name
-// it was told does not exist. It never collides with a content version.
+// absent is the version of a tombstone, and the version recorded in a
+// stream's returned resources for a name it was told does not exist. It
+// never collides with a content version (hex).
 const absent = "absent"
 
 // wildcardServed marks, in a wildcard subscription's returned resources, that
 // its first (empty) answer was sent. "*" is never a resource name.
 const wildcardServed = "*"
 
-// entry is one resource at one version, encoded once.
+// entry is one resource at one version, encoded once, or a tombstone: a name
+// known not to exist (delta and any nil). A name with no entry at all is
+// unknown: not resolved yet, or never a resource.
 type entry struct {
 	version string
 	delta   *discoveryv3.Resource // shared by every delta response; never mutated
 	any     *anypb.Any            // shared by every state-of-the-world response
 }
+
+func (e *entry) tombstone() bool { return e.delta == nil }
 
 // typeState holds the resources of one type URL and the watches waiting on them.
 type typeState struct {
@@ -52,11 +57,24 @@ type typeState struct {
 	sotw      map[string]map[*sotwWatch]struct{}  // by subscribed name
 }
 
+func newTypeState() *typeState {
+	return &typeState{
+		resources: make(map[string]*entry),
+		delta:     make(map[string]map[*deltaWatch]struct{}),
+		sotw:      make(map[string]map[*sotwWatch]struct{}),
+	}
+}
+
 // Cache holds xDS resources by type URL and name. The zero value is not
 // usable; call New.
+//
+// Sends on a stream's response channel happen under mu. They cannot block:
+// a watch answers at most once and is then removed, and go-control-plane
+// buffers at least one response per type and drains them before it handles
+// the next request.
 type Cache struct {
 	mu    sync.Mutex
-	types map[string]*typeState
+	types map[string]*typeState // only the types the cache serves
 	// system is a counter reported as a delta response's system_version_info,
 	// for debugging only.
 	system atomic.Uint64
@@ -64,57 +82,84 @@ type Cache struct {
 
 var _ gcpcache.Cache = (*Cache)(nil)
 
-// New returns an empty cache.
-func New() *Cache {
-	return &Cache{types: make(map[string]*typeState)}
-}
-
-func (c *Cache) typeState(typeURL string) *typeState {
-	ts := c.types[typeURL]
-	if ts == nil {
-		ts = &typeState{
-			resources: make(map[string]*entry),
-			delta:     make(map[string]map[*deltaWatch]struct{}),
-			sotw:      make(map[string]map[*sotwWatch]struct{}),
-		}
-		c.types[typeURL] = ts
+// New returns an empty cache serving the given type URLs. Requests for any
+// other type are answered as if it had no resources, and hold no state.
+func New(typeURLs ...string) *Cache {
+	c := &Cache{types: make(map[string]*typeState, len(typeURLs))}
+	for _, t := range typeURLs {
+		c.types[t] = newTypeState()
 	}
-	return ts
+	return c
 }
 
-// Set stores msg as the resource name of its type and wakes the watches
-// subscribed to it. Setting identical content again changes nothing and
-// wakes no one.
-func (c *Cache) Set(name string, msg proto.Message) error {
-	e, typeURL, err := encode(name, msg)
-	if err != nil {
-		return err
+// served returns the state of a type, or an empty throwaway one for a type
+// the cache does not serve.
+func (c *Cache) served(typeURL string) (*typeState, bool) {
+	if ts := c.types[typeURL]; ts != nil {
+		return ts, true
+	}
+	return newTypeState(), false
+}
+
+// Item is one resource to publish. A nil Msg publishes a tombstone: the
+// name is known not to exist, and delta subscribers are told so.
+type Item struct {
+	TypeURL string
+	Name    string
+	Msg     proto.Message
+}
+
+// Update publishes items in one step and then wakes their subscribers in
+// the order given. An item's version covers its own encoding and the
+// versions of the items before it: list a resource that depends on another
+// after it (a ClusterLoadAssignment after its Cluster), and it changes, and
+// is pushed, whenever that one does. Publishing identical content again
+// changes nothing and wakes no one.
+func (c *Cache) Update(items ...Item) error {
+	entries := make([]*entry, len(items))
+	deps := sha256.New()
+	for i, it := range items {
+		e, err := encode(it, deps.Sum(nil))
+		if err != nil {
+			return err
+		}
+		deps.Write([]byte(e.version))
+		entries[i] = e
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.typeState(typeURL)
-	if old := ts.resources[name]; old != nil && old.version == e.version {
-		return nil
+	var changed []int
+	for i, it := range items {
+		ts, ok := c.types[it.TypeURL]
+		if !ok {
+			return fmt.Errorf("cache: type %s is not served", it.TypeURL)
+		}
+		if old := ts.resources[it.Name]; old == nil || old.version != entries[i].version {
+			changed = append(changed, i)
+		}
 	}
-	ts.resources[name] = e
-	c.wake(ts, name)
+	for _, i := range changed {
+		ts := c.types[items[i].TypeURL]
+		ts.resources[items[i].Name] = entries[i]
+	}
+	for _, i := range changed {
+		c.wake(c.types[items[i].TypeURL], items[i].Name)
+	}
 	return nil
 }
 
-// Delete removes a resource; delta subscribers are told it was removed.
+// Delete forgets a resource: its name becomes unknown. Streams that hold it
+// keep it; only streams that ask for it anew are told it does not exist.
 func (c *Cache) Delete(typeURL, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.typeState(typeURL)
-	if _, ok := ts.resources[name]; !ok {
-		return
+	if ts := c.types[typeURL]; ts != nil {
+		delete(ts.resources, name)
 	}
-	delete(ts.resources, name)
-	c.wake(ts, name)
 }
 
-// Version returns the version of a stored resource, if there is one.
-func (c *Cache) Version(typeURL, name string) (string, bool) {
+// Version returns the version of a stored resource; absent reports a tombstone.
+func (c *Cache) Version(typeURL, name string) (version string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ts := c.types[typeURL]; ts != nil {
@@ -126,11 +171,10 @@ func (c *Cache) Version(typeURL, name string) (string, bool) {
 }
 
 // wake answers every watch subscribed to name that now has something to
-// send. Each watch answers at most once and is then removed, so a send on
-// its channel never blocks (the server buffers one response per type).
+// send. Each watch answers at most once and is then removed.
 func (c *Cache) wake(ts *typeState, name string) {
 	for w := range ts.delta[name] {
-		if resp := c.deltaResponse(ts, w.req, w.sub); resp != nil {
+		if resp := c.deltaResponse(ts, w.req, w.sub, false); resp != nil {
 			unindex(ts.delta, w.sub, w)
 			w.ch <- resp
 		}
@@ -143,22 +187,30 @@ func (c *Cache) wake(ts *typeState, name string) {
 	}
 }
 
-// encode serializes msg once, deterministically, and derives its version
-// from the bytes.
-func encode(name string, msg proto.Message) (*entry, string, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
-	if err != nil {
-		return nil, "", fmt.Errorf("cache: encode %q: %w", name, err)
+// encode serializes an item once, deterministically, and derives its version
+// from the bytes and deps (the versions of the items it depends on).
+func encode(it Item, deps []byte) (*entry, error) {
+	if it.Msg == nil {
+		return &entry{version: absent}, nil
 	}
-	typeURL := "type.googleapis.com/" + string(msg.ProtoReflect().Descriptor().FullName())
-	sum := sha256.Sum256(b)
-	version := hex.EncodeToString(sum[:8])
+	typeURL := "type.googleapis.com/" + string(it.Msg.ProtoReflect().Descriptor().FullName())
+	if typeURL != it.TypeURL {
+		return nil, fmt.Errorf("cache: %q is a %s, not a %s", it.Name, typeURL, it.TypeURL)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(it.Msg)
+	if err != nil {
+		return nil, fmt.Errorf("cache: encode %q: %w", it.Name, err)
+	}
+	h := sha256.New()
+	h.Write(b)
+	h.Write(deps)
+	version := hex.EncodeToString(h.Sum(nil)[:8])
 	a := &anypb.Any{TypeUrl: typeURL, Value: b}
 	return &entry{
 		version: version,
-		delta:   &discoveryv3.Resource{Name: name, Version: version, Resource: a},
+		delta:   &discoveryv3.Resource{Name: it.Name, Version: version, Resource: a},
 		any:     a,
-	}, typeURL, nil
+	}, nil
 }
 
 // index adds w to the watches of each of its subscribed names.
@@ -189,7 +241,7 @@ func unindex[W comparable](byName map[string]map[W]struct{}, sub gcpcache.Subscr
 func (c *Cache) Fetch(_ context.Context, req *gcpcache.Request) (gcpcache.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.typeState(req.GetTypeUrl())
+	ts, _ := c.served(req.GetTypeUrl())
 	sub := fetchSubscription(req.GetResourceNames())
 	resp := sotwResponse(ts, req, sub)
 	if resp == nil {

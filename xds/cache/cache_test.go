@@ -6,130 +6,235 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	gcpstream "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-func cluster(name string, timeout time.Duration) *clusterv3.Cluster {
-	return &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(timeout)}
+const (
+	cds = resource.ClusterType
+	eds = resource.EndpointType
+)
+
+func newCache() *Cache { return New(cds, eds) }
+
+func cluster(name string, timeout time.Duration) Item {
+	return Item{TypeURL: cds, Name: name, Msg: &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(timeout)}}
 }
 
-// deltaWatch opens a watch the way go-control-plane's delta server does and
-// returns the channel it answers on.
-func openDelta(t *testing.T, c *Cache, sub *stream.Subscription) chan gcpcache.DeltaResponse {
+func endpoints(name string) Item {
+	return Item{TypeURL: eds, Name: name, Msg: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
+}
+
+func update(t *testing.T, c *Cache, items ...Item) {
 	t.Helper()
-	ch := make(chan gcpcache.DeltaResponse, 1)
-	cancel, err := c.CreateDeltaWatch(&gcpcache.DeltaRequest{TypeUrl: resource.ClusterType}, sub, ch)
-	if err != nil {
+	if err := c.Update(items...); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cancel)
-	return ch
 }
 
-func take(t *testing.T, ch chan gcpcache.DeltaResponse, sub *stream.Subscription) (names, removed []string) {
-	t.Helper()
+// stream stands for one delta stream of one type, as go-control-plane's
+// server drives the cache: a request creates a watch, and the response's
+// version map becomes the subscription's returned resources.
+type stream struct {
+	t   *testing.T
+	c   *Cache
+	typ string
+	sub gcpstream.Subscription
+	ch  chan gcpcache.DeltaResponse
+}
+
+func open(t *testing.T, c *Cache, typ string, initial map[string]string) *stream {
+	return &stream{
+		t: t, c: c, typ: typ, sub: gcpstream.NewDeltaSubscription(nil, nil, initial, false),
+		ch: make(chan gcpcache.DeltaResponse, 4),
+	}
+}
+
+// request sends a delta request that subscribes to names.
+func (s *stream) request(initial map[string]string, names ...string) {
+	s.t.Helper()
+	s.sub.UpdateResourceSubscriptions(names, nil)
+	req := &gcpcache.DeltaRequest{TypeUrl: s.typ, ResourceNamesSubscribe: names, InitialResourceVersions: initial}
+	cancel, err := s.c.CreateDeltaWatch(req, &s.sub, s.ch)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(cancel)
+}
+
+// take returns the pending response's resources and removed names, and
+// records it as the server does; ok is false when nothing is pending.
+func (s *stream) take() (names, removed []string, resources []*discoveryv3.Resource, ok bool) {
 	select {
-	case r := <-ch:
+	case r := <-s.ch:
 		msg, _ := r.GetDeltaDiscoveryResponse()
 		for _, res := range msg.GetResources() {
 			names = append(names, res.GetName())
 		}
-		sub.SetReturnedResources(r.GetNextVersionMap())
-		return names, msg.GetRemovedResources()
+		s.sub.SetReturnedResources(r.GetNextVersionMap())
+		return names, msg.GetRemovedResources(), msg.GetResources(), true
 	default:
-		return nil, nil
+		return nil, nil, nil, false
 	}
 }
 
-func TestDeltaAnswersAbsentOnceAndPushesOnAppearance(t *testing.T) {
-	c := New()
-	sub := stream.NewDeltaSubscription([]string{"a.vip"}, nil, nil, false)
-	names, removed := take(t, openDelta(t, c, &sub), &sub)
-	if len(names) != 0 || !slices.Equal(removed, []string{"a.vip"}) {
-		t.Fatalf("absent name: names %v removed %v", names, removed)
+func (s *stream) expect(wantNames, wantRemoved []string) {
+	s.t.Helper()
+	names, removed, _, ok := s.take()
+	if !ok {
+		s.t.Fatalf("no response; want resources %v removed %v", wantNames, wantRemoved)
 	}
-	ch := openDelta(t, c, &sub) // the ACK: nothing new to say
-	if names, removed := take(t, ch, &sub); names != nil || removed != nil {
-		t.Fatalf("ACK of an absent answer was answered again: %v %v", names, removed)
-	}
-	if err := c.Set("a.vip", cluster("a.vip", time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if names, _ := take(t, ch, &sub); !slices.Equal(names, []string{"a.vip"}) {
-		t.Fatalf("appearance not pushed: %v", names)
+	if !slices.Equal(names, wantNames) || !slices.Equal(removed, wantRemoved) {
+		s.t.Fatalf("got resources %v removed %v; want %v and %v", names, removed, wantNames, wantRemoved)
 	}
 }
 
-func TestIdenticalContentWakesNoOne(t *testing.T) {
-	c := New()
-	if err := c.Set("a.vip", cluster("a.vip", time.Second)); err != nil {
-		t.Fatal(err)
+func (s *stream) expectNothing() {
+	s.t.Helper()
+	if names, removed, _, ok := s.take(); ok {
+		s.t.Fatalf("unexpected response: resources %v removed %v", names, removed)
 	}
-	v1, _ := c.Version(resource.ClusterType, "a.vip")
-	sub := stream.NewDeltaSubscription([]string{"a.vip"}, nil, nil, false)
-	take(t, openDelta(t, c, &sub), &sub)
-	ch := openDelta(t, c, &sub)
-	if err := c.Set("a.vip", cluster("a.vip", time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if names, _ := take(t, ch, &sub); names != nil {
-		t.Fatalf("identical content was pushed: %v", names)
-	}
-	if err := c.Set("a.vip", cluster("a.vip", 2*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if names, _ := take(t, ch, &sub); !slices.Equal(names, []string{"a.vip"}) {
-		t.Fatalf("changed content not pushed: %v", names)
-	}
-	if v2, _ := c.Version(resource.ClusterType, "a.vip"); v2 == v1 {
-		t.Fatal("version did not change with content")
-	}
-	// Versions come from content: another cache agrees.
-	other := New()
-	_ = other.Set("a.vip", cluster("a.vip", time.Second))
-	if v, _ := other.Version(resource.ClusterType, "a.vip"); v != v1 {
+}
+
+// ack is the request Envoy sends after every response: no names.
+func (s *stream) ack() { s.request(nil) }
+
+func TestUnknownNameIsRemovedOnceAndPushedWhenItAppears(t *testing.T) {
+	c := newCache()
+	s := open(t, c, cds, nil)
+	s.request(nil, "a.vip")
+	s.expect(nil, []string{"a.vip"})
+	s.ack()
+	s.expectNothing()
+	update(t, c, cluster("a.vip", time.Second))
+	s.expect([]string{"a.vip"}, nil)
+}
+
+func TestResubscribeToAbsentNameIsAnsweredAgain(t *testing.T) {
+	c := newCache()
+	update(t, c, Item{TypeURL: cds, Name: "ghost.vip"}) // tombstone
+	s := open(t, c, cds, nil)
+	s.request(nil, "ghost.vip")
+	s.expect(nil, []string{"ghost.vip"})
+	s.ack()
+	s.expectNothing()
+	// Envoy's on-demand CDS asks again for every request that needs the name.
+	s.request(nil, "ghost.vip")
+	s.expect(nil, []string{"ghost.vip"})
+}
+
+func TestUnknownIsNotTakenFromAStreamThatHoldsIt(t *testing.T) {
+	c := newCache()
+	// A proxy reconnects holding a.vip before the registry has answered.
+	s := open(t, c, cds, map[string]string{"a.vip": "v1"})
+	s.request(map[string]string{"a.vip": "v1"}, "a.vip")
+	s.expectNothing()
+	// A tombstone, however, is news.
+	update(t, c, Item{TypeURL: cds, Name: "a.vip"})
+	s.expect(nil, []string{"a.vip"})
+}
+
+func TestClusterChangeChangesItsEndpointsVersion(t *testing.T) {
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second), endpoints("a.vip"))
+	cdsStream, edsStream := open(t, c, cds, nil), open(t, c, eds, nil)
+	cdsStream.request(nil, "a.vip")
+	edsStream.request(nil, "a.vip")
+	cdsStream.expect([]string{"a.vip"}, nil)
+	edsStream.expect([]string{"a.vip"}, nil)
+	cdsStream.ack()
+	edsStream.ack()
+
+	// Envoy warms a changed cluster until it receives its endpoints again.
+	update(t, c, cluster("a.vip", 2*time.Second), endpoints("a.vip"))
+	cdsStream.expect([]string{"a.vip"}, nil)
+	edsStream.expect([]string{"a.vip"}, nil)
+	cdsStream.ack()
+	edsStream.ack()
+
+	// An endpoint change alone leaves the cluster alone.
+	update(t, c, cluster("a.vip", 2*time.Second), Item{
+		TypeURL: eds, Name: "a.vip",
+		Msg: &endpointv3.ClusterLoadAssignment{ClusterName: "a.vip", Endpoints: []*endpointv3.LocalityLbEndpoints{{}}},
+	})
+	cdsStream.expectNothing()
+	edsStream.expect([]string{"a.vip"}, nil)
+}
+
+func TestIdenticalContentWakesNoOneAndVersionsComeFromContent(t *testing.T) {
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second))
+	v1, _ := c.Version(cds, "a.vip")
+	s := open(t, c, cds, nil)
+	s.request(nil, "a.vip")
+	s.expect([]string{"a.vip"}, nil)
+	s.ack()
+	update(t, c, cluster("a.vip", time.Second))
+	s.expectNothing()
+	other := newCache()
+	update(t, other, cluster("a.vip", time.Second))
+	if v, _ := other.Version(cds, "a.vip"); v != v1 {
 		t.Fatalf("same content, different versions %q and %q", v, v1)
 	}
 }
 
-func TestWildcardGetsOneEmptyAnswerNotTheWorld(t *testing.T) {
-	c := New()
-	_ = c.Set("a.vip", cluster("a.vip", time.Second))
-	sub := stream.NewDeltaSubscription([]string{"*"}, nil, nil, false)
-	ch := openDelta(t, c, &sub)
-	select {
-	case r := <-ch:
-		msg, _ := r.GetDeltaDiscoveryResponse()
-		if len(msg.GetResources()) != 0 {
-			t.Fatalf("wildcard was sent %d resources", len(msg.GetResources()))
-		}
-		sub.SetReturnedResources(r.GetNextVersionMap())
-	default:
-		t.Fatal("wildcard subscription got no first answer")
+func TestEncodedOncePerVersion(t *testing.T) {
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second))
+	a, b := open(t, c, cds, nil), open(t, c, cds, nil)
+	a.request(nil, "a.vip")
+	b.request(nil, "a.vip")
+	_, _, ra, _ := a.take()
+	_, _, rb, _ := b.take()
+	if ra[0] != rb[0] || ra[0].GetResource() != rb[0].GetResource() {
+		t.Fatal("two streams received separately built resources; want one shared encoding")
 	}
-	if names, removed := take(t, openDelta(t, c, &sub), &sub); names != nil || removed != nil {
-		t.Fatalf("wildcard answered twice: %v %v", names, removed)
+}
+
+func TestWildcardGetsOneEmptyAnswerNotTheWorld(t *testing.T) {
+	for _, names := range [][]string{{"*"}, {"*", "b.vip"}} {
+		c := newCache()
+		update(t, c, cluster("a.vip", time.Second))
+		s := open(t, c, cds, nil)
+		s.request(nil, names...)
+		names, _, _, ok := s.take()
+		if !ok || slices.Contains(names, "a.vip") {
+			t.Fatalf("wildcard answer: %v %v", names, ok)
+		}
+		s.ack()
+		s.expectNothing()
+	}
+}
+
+func TestUnservedTypeHoldsNoState(t *testing.T) {
+	c := newCache()
+	s := open(t, c, "type.googleapis.com/made.up.Type", nil)
+	s.request(nil, "x")
+	s.expect(nil, []string{"x"})
+	if len(c.types) != 2 {
+		t.Fatalf("cache keeps state for %d types, want 2", len(c.types))
+	}
+	if err := c.Update(Item{TypeURL: resource.ListenerType, Name: "l"}); err == nil {
+		t.Fatal("publishing an unserved type succeeded")
 	}
 }
 
 func TestSotwDoesNotRepeatAfterNACK(t *testing.T) {
-	c := New()
-	_ = c.Set("a.vip", cluster("a.vip", time.Second))
-	sub := stream.NewSotwSubscription([]string{"a.vip"}, false)
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second))
+	sub := gcpstream.NewSotwSubscription([]string{"a.vip"}, false)
 	ch := make(chan gcpcache.Response, 1)
-	if _, err := c.CreateWatch(&gcpcache.Request{TypeUrl: resource.ClusterType, ResourceNames: []string{"a.vip"}}, sub, ch); err != nil {
+	if _, err := c.CreateWatch(&gcpcache.Request{TypeUrl: cds, ResourceNames: []string{"a.vip"}}, &sub, ch); err != nil {
 		t.Fatal(err)
 	}
 	r := <-ch
-	nack := &gcpcache.Request{
-		TypeUrl: resource.ClusterType, ResourceNames: []string{"a.vip"},
-		ErrorDetail: &statuspb.Status{Message: "rejected"},
-	}
-	if _, err := c.CreateWatch(nack, sub, ch); err != nil {
+	nack := &gcpcache.Request{TypeUrl: cds, ResourceNames: []string{"a.vip"}, ErrorDetail: &statuspb.Status{Message: "rejected"}}
+	if _, err := c.CreateWatch(nack, &sub, ch); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -137,7 +242,7 @@ func TestSotwDoesNotRepeatAfterNACK(t *testing.T) {
 		t.Fatal("the rejected content was sent again at once")
 	default:
 	}
-	_ = c.Set("a.vip", cluster("a.vip", 3*time.Second))
+	update(t, c, cluster("a.vip", 3*time.Second))
 	select {
 	case r2 := <-ch:
 		if r2.GetResponseVersion() == r.GetResponseVersion() {

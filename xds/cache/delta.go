@@ -17,9 +17,14 @@ type deltaWatch struct {
 	ch  chan gcpcache.DeltaResponse
 }
 
-// CreateDeltaWatch answers at once when the subscription is missing anything
-// the cache knows (a new or changed resource, or a name that does not exist),
-// and otherwise waits until one of its names changes.
+// CreateDeltaWatch answers at once when the stream lacks anything the cache
+// knows, and otherwise waits until one of its names changes.
+//
+// Every name in the request's resource_names_subscribe is answered, with
+// the resource or in removed_resources, unless the request's
+// initial_resource_versions show the client already has that version:
+// Envoy's on-demand CDS subscribes again to a name each time a request
+// needs it, and waits for an answer every time.
 //
 // A wildcard subscription is never given the world: it is served only the
 // names it subscribed to explicitly, after one empty first answer so that a
@@ -27,9 +32,12 @@ type deltaWatch struct {
 func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.typeState(req.GetTypeUrl())
-	if resp := c.deltaResponse(ts, req, sub); resp != nil {
+	ts, served := c.served(req.GetTypeUrl())
+	if resp := c.deltaResponse(ts, req, sub, true); resp != nil {
 		ch <- resp
+		return func() {}, nil
+	}
+	if !served { // nothing will ever be published for this type
 		return func() {}, nil
 	}
 	w := &deltaWatch{req: req, sub: sub, ch: ch}
@@ -41,11 +49,27 @@ func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscr
 	}, nil
 }
 
-// deltaResponse compares what the stream has (its returned resources) with
-// what the cache holds for each subscribed name, or returns nil when the
-// stream is up to date. Called with c.mu held.
-func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription) *deltaResponse {
+// deltaResponse compares what the stream holds with what the cache knows
+// for each subscribed name, and returns nil when there is nothing to say.
+// A name is
+//   - present: sent when the stream's version differs;
+//   - a tombstone: sent in removed_resources unless the stream was told so;
+//   - unknown: sent in removed_resources to a stream that holds nothing of
+//     it (not found, promptly), but never to one that holds a version: a
+//     name the registry could not resolve yet is not taken from a proxy.
+//
+// fresh says the request itself is being answered, so the names it
+// subscribes to are judged against its initial_resource_versions rather
+// than what the stream was sent before. Called with c.mu held.
+func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, fresh bool) *deltaResponse {
 	returned := sub.ReturnedResources()
+	var asked map[string]struct{}
+	if fresh {
+		asked = make(map[string]struct{}, len(req.GetResourceNamesSubscribe()))
+		for _, n := range req.GetResourceNamesSubscribe() {
+			asked[n] = struct{}{}
+		}
+	}
 	var (
 		resources []*discoveryv3.Resource
 		removed   []string
@@ -63,22 +87,28 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		next[name] = version
 	}
 	for name := range sub.SubscribedResources() {
-		prev, had := returned[name]
-		if e := ts.resources[name]; e != nil {
-			if !had || prev != e.version {
-				resources = append(resources, e.delta)
-				record(name, e.version)
+		held := returned[name]
+		if _, ok := asked[name]; ok {
+			held = req.GetInitialResourceVersions()[name]
+		}
+		switch e := ts.resources[name]; {
+		case e == nil && held != "" && held != absent:
+			// unknown, and the client holds a version: leave it be
+		case e == nil || e.tombstone():
+			if held != absent {
+				removed = append(removed, name)
+				record(name, absent)
 			}
-		} else if !had || prev != absent {
-			removed = append(removed, name)
-			record(name, absent)
+		case held != e.version:
+			resources = append(resources, e.delta)
+			record(name, e.version)
 		}
 	}
-	if next == nil {
-		if !sub.IsWildcard() || returned[wildcardServed] != "" {
-			return nil
-		}
+	if sub.IsWildcard() && returned[wildcardServed] == "" {
 		record(wildcardServed, "served")
+	}
+	if next == nil {
+		return nil
 	}
 	slices.SortFunc(resources, func(a, b *discoveryv3.Resource) int { return strings.Compare(a.GetName(), b.GetName()) })
 	slices.Sort(removed)

@@ -29,12 +29,15 @@ type sotwWatch struct {
 func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch chan gcpcache.Response) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ts := c.typeState(req.GetTypeUrl())
+	ts, served := c.served(req.GetTypeUrl())
 	if req.GetErrorDetail() == nil {
 		if resp := sotwResponse(ts, req, sub); resp != nil {
 			ch <- resp
 			return func() {}, nil
 		}
+	}
+	if !served {
+		return func() {}, nil
 	}
 	w := &sotwWatch{req: req, sub: sub, ch: ch}
 	index(ts.sotw, sub, w)
@@ -54,7 +57,7 @@ func sotwResponse(ts *typeState, req *gcpcache.Request, sub gcpcache.Subscriptio
 	resources := make([]*anypb.Any, 0, len(names))
 	for _, name := range names {
 		version := absent
-		if e := ts.resources[name]; e != nil {
+		if e := ts.resources[name]; e != nil && !e.tombstone() {
 			version = e.version
 			resources = append(resources, e.any)
 			returned[name] = e.version

@@ -42,14 +42,14 @@ func TestStandaloneDeltaCDS(t *testing.T) {
 }
 
 // TestAdmissionHoldsStreamsBeyondTheBudget: with a budget of one stream,
-// a second stream waits instead of being served, and gives up with
-// Unavailable when its proxy goes away.
+// a second stream waits instead of being served, and leaves no state behind
+// when its proxy goes away.
 func TestAdmissionHoldsStreamsBeyondTheBudget(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	m := newMesh(t)
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
-	c := cache.New()
+	c := cache.New(Types...)
 	disc := discovery.New(m.store, c, discovery.Options{})
 	srv := New(ctx, c, disc, Options{AdmissionRate: 1e-6, AdmissionBurst: 1})
 	g := grpc.NewServer()

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -54,16 +53,17 @@ func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) e
 		held: make(map[string]map[string]struct{}),
 	}
 	s.mu.Lock()
-	s.streams[id] = st
+	s.streams[streamKey{protocol, id}] = st
 	s.mu.Unlock()
 	s.metrics.streams.WithLabelValues(protocol, st.kind).Inc()
 	return nil
 }
 
-func (s *Server) close(id int64) {
+func (s *Server) close(protocol string, id int64) {
+	key := streamKey{protocol, id}
 	s.mu.Lock()
-	st := s.streams[id]
-	delete(s.streams, id)
+	st := s.streams[key]
+	delete(s.streams, key)
 	s.mu.Unlock()
 	if st == nil {
 		return
@@ -77,10 +77,10 @@ func (s *Server) close(id int64) {
 }
 
 // stream returns a stream's state and records its node the first time it is seen.
-func (s *Server) stream(id int64, node *corev3.Node) *streamState {
+func (s *Server) stream(protocol string, id int64, node *corev3.Node) *streamState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.streams[id]
+	st := s.streams[streamKey{protocol, id}]
 	if st != nil && st.node == nil && node != nil {
 		st.node = node
 	}
@@ -129,14 +129,17 @@ type xdsRequest interface {
 
 // request finds the stream of a request and the type it is about, and logs
 // and counts it if it is a NACK.
-func (s *Server) request(id int64, req xdsRequest) (*streamState, string, error) {
-	st := s.stream(id, req.GetNode())
+func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamState, string, error) {
+	st := s.stream(protocol, id, req.GetNode())
 	if st == nil {
 		return nil, "", status.Error(codes.Internal, "unknown stream")
 	}
 	typeURL := st.requestType(req.GetTypeUrl())
 	if detail := req.GetErrorDetail(); detail != nil {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+		if !s.nackLog.Allow() {
+			return st, typeURL, nil
+		}
 		s.log.Error("proxy rejected a response (NACK)",
 			"node_id", st.node.GetId(), "stream_id", st.id, "type_url", typeURL,
 			"response_nonce", req.GetResponseNonce(), "error", detail.GetMessage())
@@ -150,12 +153,12 @@ func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string
 }
 
 // OnDeltaStreamClosed releases everything the stream held.
-func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.close("delta", id) }
 
 // OnStreamDeltaRequest resolves newly subscribed clusters before the
 // request reaches the cache, and logs NACKs.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	st, typeURL, err := s.request(id, req)
+	st, typeURL, err := s.request("delta", id, req)
 	if err != nil {
 		return err
 	}
@@ -180,12 +183,12 @@ func (s *Server) OnStreamOpen(ctx context.Context, id int64, typeURL string) err
 }
 
 // OnStreamClosed releases everything the stream held.
-func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.close(id) }
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.close("sotw", id) }
 
 // OnStreamRequest turns a state-of-the-world request (the full list of
 // names) into acquires and releases, and logs NACKs.
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	st, typeURL, err := s.request(id, req)
+	st, typeURL, err := s.request("sotw", id, req)
 	if err != nil {
 		return err
 	}
@@ -193,10 +196,14 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		return nil
 	}
 	want := req.GetResourceNames()
+	wanted := make(map[string]struct{}, len(want))
+	for _, name := range want {
+		wanted[name] = struct{}{}
+	}
 	s.mu.Lock()
 	var drop []string
 	for name := range st.held[typeURL] {
-		if !slices.Contains(want, name) {
+		if _, ok := wanted[name]; !ok {
 			drop = append(drop, name)
 		}
 	}

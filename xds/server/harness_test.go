@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +37,31 @@ type mesh struct {
 	reg   *prometheus.Registry
 	conn  *grpc.ClientConn
 	addr  string
+	// skew moves discovery's clock forward, for grace-period tests.
+	skew *atomic.Int64
+	// logs holds what the xDS server logged.
+	logs *syncBuffer
 }
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (m *mesh) now() time.Time { return time.Now().Add(time.Duration(m.skew.Load())) }
 
 func newMesh(tb testing.TB) *mesh {
 	tb.Helper()
@@ -45,10 +73,14 @@ func newMesh(tb testing.TB) *mesh {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = store.Close() })
-	c := cache.New()
-	disc := discovery.New(store, c, discovery.Options{Registerer: reg})
+	c := cache.New(Types...)
+	m := &mesh{skew: new(atomic.Int64), logs: &syncBuffer{}}
+	disc := discovery.New(store, c, discovery.Options{Registerer: reg, Now: m.now})
 	go disc.Run(ctx)
-	srv := New(ctx, c, disc, Options{Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6})
+	srv := New(ctx, c, disc, Options{
+		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6,
+		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
+	})
 	g := grpc.NewServer(GRPCOptions()...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -62,7 +94,8 @@ func newMesh(tb testing.TB) *mesh {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
-	return &mesh{store: store, disc: disc, cache: c, srv: srv, reg: reg, conn: conn, addr: lis.Addr().String()}
+	m.store, m.disc, m.cache, m.srv, m.reg, m.conn, m.addr = store, disc, c, srv, reg, conn, lis.Addr().String()
+	return m
 }
 
 func (m *mesh) register(tb testing.TB, vip, id, addr string, status registry.Status) {

@@ -24,8 +24,10 @@ func TestReconnectResubscribes(t *testing.T) {
 	c := m.delta(t, "orders-1")
 	c.subscribe(cds, "a.vip", "b.vip", "c.vip")
 	held := versions(c.recv())
-	if len(held) != 3 {
-		t.Fatalf("first connection got %v, want 3 clusters", held)
+	c.subscribe(eds, "a.vip", "b.vip", "c.vip")
+	heldEDS := versions(c.recv())
+	if len(held) != 3 || len(heldEDS) != 3 {
+		t.Fatalf("first connection got %v and %v, want 3 clusters and 3 endpoints", held, heldEDS)
 	}
 	c.cancel()
 
@@ -49,10 +51,16 @@ func TestReconnectResubscribes(t *testing.T) {
 	if !slices.Equal(r.GetRemovedResources(), []string{"c.vip"}) {
 		t.Fatalf("reconnect removed %v, want [c.vip]", r.GetRemovedResources())
 	}
+	// Envoy warms the changed b.vip until it receives b's endpoints again,
+	// so they are sent even though no instance of b changed.
+	c2.send(deltaReq{typeURL: eds, subscribe: slices.Sorted(maps.Keys(heldEDS)), initial: heldEDS})
+	r = c2.recv()
+	if got := resourceNames(r); !slices.Equal(got, []string{"b.vip"}) || !slices.Equal(r.GetRemovedResources(), []string{"c.vip"}) {
+		t.Fatalf("reconnect EDS: resources %v removed %v; want [b.vip] and [c.vip]", got, r.GetRemovedResources())
+	}
 	c2.quiet()
 	// a.vip is held again: its changes reach the new stream.
 	m.register(t, "a", "a2", "10.0.0.2", registry.StatusUp)
-	c2.subscribe(eds, "a.vip")
 	if r := c2.recv(); r.GetTypeUrl() != eds || !slices.Equal(resourceNames(r), []string{"a.vip"}) {
 		t.Fatalf("after reconnect: got %s %v", r.GetTypeUrl(), resourceNames(r))
 	}
@@ -104,7 +112,7 @@ func TestStreamCloseReleasesAndGraceForgets(t *testing.T) {
 	if watched(m, "payments") == nil {
 		t.Fatal("VIP forgotten before its grace period")
 	}
-	m.disc.SetNow(func() time.Time { return time.Now().Add(6 * time.Minute) })
+	m.skew.Store(int64(6 * time.Minute))
 	m.disc.ForgetIdle()
 	if watched(m, "payments") != nil {
 		t.Fatal("VIP still watched after the grace period")
