@@ -1,0 +1,358 @@
+//go:build unix
+
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+// The memory benchmark (and BenchmarkFanout/server=child) runs the control
+// plane in a child process, this test binary again with only
+// TestBenchServerProcess selected, so that what it measures is the
+// server's alone: the clients live in the benchmark process.
+const (
+	serverProcessEnv = "XSPACE_BENCH_SERVER_VIPS"
+	// heapProfileEnv names a file for the child's heap profile, taken while
+	// it holds the streams (go tool pprof -sample_index=inuse_space FILE).
+	heapProfileEnv = "XSPACE_BENCH_SERVER_HEAPPROFILE"
+	// cpuProfileEnv names a file for the child's CPU profile over its
+	// whole life.
+	cpuProfileEnv = "XSPACE_BENCH_SERVER_CPUPROFILE"
+	// memPoolVIPs is the pool the streams' clusters come from.
+	memPoolVIPs = 1000
+	// memClusters is how many clusters each stream holds.
+	memClusters = 20
+)
+
+// memReport is what the child reports of itself, after two GCs.
+type memReport struct {
+	HeapInuse  uint64 `json:"heap_inuse"`
+	StackInuse uint64 `json:"stack_inuse"`
+	RSS        uint64 `json:"rss"`
+	Goroutines int    `json:"goroutines"`
+	Streams    int    `json:"streams"`
+	Watched    int    `json:"watched"`
+}
+
+// TestBenchServerProcess is not a test: benchmarks run the test binary
+// again with only this selected. It serves a mesh on loopback with VIPs
+// svc-00000... registered, prints "ready <xds addr> <http addr>", answers
+// GET /mem, GET /cpu, GET /heap and POST /register on the HTTP address, and exits
+// when its stdin closes. With XSPACE_BENCH_SERVER_CPUPROFILE=FILE it
+// writes its CPU profile there.
+func TestBenchServerProcess(t *testing.T) {
+	vips, err := strconv.Atoi(os.Getenv(serverProcessEnv))
+	if err != nil {
+		t.Skip("server process of the benchmarks")
+	}
+	if path := os.Getenv(cpuProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	m := newMesh(t)
+	populate(t, m, vips)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = json.NewEncoder(w).Encode(memReport{
+			HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: rss(), Goroutines: runtime.NumGoroutine(),
+			Streams: len(m.srv.Proxies()), Watched: len(m.disc.Watched()),
+		})
+	})
+	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, cpuTime())
+	})
+	mux.HandleFunc("GET /heap", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		_ = pprof.Lookup("heap").WriteTo(w, 0)
+	})
+	// POST /register?vip=&id=&addr= registers an UP instance and answers
+	// with the wall-clock time (Unix ns) at which the write started.
+	mux.HandleFunc("POST /register", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		inst := registry.Instance{
+			VIP: q.Get("vip"), ID: q.Get("id"), Address: q.Get("addr"),
+			Port: 8080, Status: registry.StatusUp, Zone: "zone-a",
+		}
+		start := time.Now()
+		if _, err := m.store.Register(r.Context(), inst); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, start.UnixNano())
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(lis) }()
+	defer func() { _ = hs.Close() }()
+	fmt.Printf("ready %s %s\n", m.addr, lis.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// rss is the process's resident set size from /proc, or 0 where there is none.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuTime is the user and system CPU time the process has used.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// serverProcess is a control plane running in a child process.
+type serverProcess struct {
+	xds, http string
+}
+
+func startServerProcess(tb testing.TB, vips int) *serverProcess {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServerProcess$")
+	cmd.Env = append(os.Environ(), serverProcessEnv+"="+strconv.Itoa(vips))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ready" {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return &serverProcess{xds: f[1], http: "http://" + f[2]}
+		}
+	}
+	tb.Fatalf("server process ended before it was ready: %v", sc.Err())
+	return nil
+}
+
+func (p *serverProcess) get(tb testing.TB, path string) io.ReadCloser {
+	tb.Helper()
+	resp, err := http.Get(p.http + path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.Body
+}
+
+func (p *serverProcess) mem(tb testing.TB) memReport {
+	tb.Helper()
+	body := p.get(tb, "/mem")
+	defer func() { _ = body.Close() }()
+	var r memReport
+	if err := json.NewDecoder(body).Decode(&r); err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// cpu is the user and system CPU time the child has used, in ns.
+func (p *serverProcess) cpu(tb testing.TB) int64 {
+	tb.Helper()
+	body := p.get(tb, "/cpu")
+	defer func() { _ = body.Close() }()
+	b, err := io.ReadAll(body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ns
+}
+
+func (p *serverProcess) heapProfile(tb testing.TB, path string) {
+	tb.Helper()
+	body := p.get(tb, "/heap")
+	defer func() { _ = body.Close() }()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = io.Copy(f, body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// register is a registerFunc for the child's registry.
+func (p *serverProcess) register(tb testing.TB, inst registry.Instance) time.Time {
+	tb.Helper()
+	q := url.Values{"vip": {inst.VIP}, "id": {inst.ID}, "addr": {inst.Address}}
+	resp, err := http.Post(p.http+"/register?"+q.Encode(), "", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(string(body), 10, 64)
+	if err != nil {
+		tb.Fatalf("register: %s %q", resp.Status, body)
+	}
+	return time.Unix(0, ns)
+}
+
+// waitStreams polls the server until it holds want streams and at most a
+// few more goroutines than maxGoroutines.
+func (p *serverProcess) waitStreams(tb testing.TB, want, maxGoroutines int) {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := p.mem(tb)
+		if r.Streams == want && r.Goroutines <= maxGoroutines+10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("server holds %d streams and %d goroutines, want %d streams and about %d goroutines",
+				r.Streams, r.Goroutines, want, maxGoroutines)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// holdClusters is one proxy holding its clusters: its own connection and a
+// delta stream that subscribed CDS, then EDS, to every cluster, received
+// and ACKed both answers. The stream stays open until ctx ends or the
+// connection is closed.
+func holdClusters(ctx context.Context, addr string, id int, clusters []string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, envoyLike()...)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err == nil {
+		node := &corev3.Node{Id: fmt.Sprintf("proxy-%d", id), Cluster: "orders"}
+		_, err = subscribeAndAck(stream, node, cds, clusters)
+		if err == nil {
+			_, err = subscribeAndAck(stream, nil, eds, clusters)
+		}
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("proxy %d: %w", id, err)
+	}
+	return conn, nil
+}
+
+// openProxies opens n proxies, eight at a time, each holding memClusters
+// clusters of the pool: proxy i holds VIPs i, i+50, i+100, ... (mod 1,000).
+func openProxies(tb testing.TB, ctx context.Context, addr string, n int) []*grpc.ClientConn {
+	tb.Helper()
+	conns := make([]*grpc.ClientConn, n)
+	errs := make(chan error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				clusters := make([]string, memClusters)
+				for k := range clusters {
+					clusters[k] = names.Cluster(benchVIP((i+k*memPoolVIPs/memClusters)%memPoolVIPs), false)
+				}
+				conn, err := holdClusters(ctx, addr, i, clusters)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				conns[i] = conn
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		closeAll(conns)
+		tb.Fatal(err)
+	}
+	return conns
+}
+
+func closeAll(conns []*grpc.ClientConn) {
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+}
