@@ -27,7 +27,7 @@ type Publisher interface {
 	// exist, in one step; later items depend on earlier ones.
 	Update(items ...cache.Item) error
 	// Delete forgets a resource: its name becomes unknown.
-	Delete(typeURL, name string)
+	Delete(it cache.Item)
 }
 
 // Options tune discovery; zero values take the defaults.

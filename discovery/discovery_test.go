@@ -99,7 +99,7 @@ func TestRegistryOutageKeepsLastKnown(t *testing.T) {
 	f := newFixture(t)
 	f.register(t, "payments", "p1", "10.0.0.1")
 	f.disc.Acquire(context.Background(), "payments.vip")
-	before, ok := f.pub.Version(resource.EndpointType, "payments.vip")
+	before, ok := f.pub.Version(cache.Item{TypeURL: resource.EndpointType, Name: "payments.vip"})
 	if !ok {
 		t.Fatal("endpoints not published")
 	}
@@ -107,13 +107,13 @@ func TestRegistryOutageKeepsLastKnown(t *testing.T) {
 	f.src.broken.Store(true)
 	f.register(t, "payments", "p2", "10.0.0.2") // change arrives; lookup fails
 	eventually(t, "failed lookups retried", func() bool { return f.src.lookups.Load() >= 4 })
-	if v, ok := f.pub.Version(resource.EndpointType, "payments.vip"); !ok || v != before {
+	if v, ok := f.pub.Version(cache.Item{TypeURL: resource.EndpointType, Name: "payments.vip"}); !ok || v != before {
 		t.Fatalf("during the outage endpoints changed or vanished: %q %v, want %q", v, ok, before)
 	}
 
 	f.src.broken.Store(false) // the retry converges without any new change
 	eventually(t, "converged after the outage", func() bool {
-		v, ok := f.pub.Version(resource.EndpointType, "payments.vip")
+		v, ok := f.pub.Version(cache.Item{TypeURL: resource.EndpointType, Name: "payments.vip"})
 		return ok && v != before
 	})
 }
@@ -179,7 +179,7 @@ func TestFirstLookupOutlivesTheFirstSubscriber(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // gone before it starts
 	f.disc.Acquire(ctx, "payments.vip")
-	if _, ok := f.pub.Version(resource.ClusterType, "payments.vip"); !ok {
+	if _, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "payments.vip"}); !ok {
 		t.Fatal("a cancelled first subscriber left the VIP unpublished")
 	}
 	if w := f.disc.Watched(); len(w) != 1 || w[0].Err != nil {
@@ -195,20 +195,20 @@ func TestFailedFirstLookupIsUnknownNotAbsent(t *testing.T) {
 	f.register(t, "payments", "p1", "10.0.0.1")
 	f.src.broken.Store(true)
 	f.disc.Acquire(context.Background(), "payments.vip")
-	if v, ok := f.pub.Version(resource.ClusterType, "payments.vip"); ok {
+	if v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "payments.vip"}); ok {
 		t.Fatalf("failed lookup published %q; want nothing", v)
 	}
 	f.disc.Acquire(context.Background(), "ghost.vip")
-	if v, ok := f.pub.Version(resource.ClusterType, "ghost.vip"); ok {
+	if v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "ghost.vip"}); ok {
 		t.Fatalf("failed lookup of ghost published %q", v)
 	}
 	f.src.broken.Store(false)
 	eventually(t, "payments published after recovery", func() bool {
-		_, ok := f.pub.Version(resource.ClusterType, "payments.vip")
+		_, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "payments.vip"})
 		return ok
 	})
 	eventually(t, "ghost published as absent after recovery", func() bool {
-		v, ok := f.pub.Version(resource.ClusterType, "ghost.vip")
+		v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "ghost.vip"})
 		return ok && v == "absent"
 	})
 }

@@ -107,8 +107,8 @@ func (d *Discovery) publishAbsent(name string) {
 // unpublish forgets a VIP's resources when no stream holds it any more.
 func (d *Discovery) unpublish(name string) {
 	cluster := names.Cluster(name, false)
-	d.pub.Delete(resource.ClusterType, cluster)
-	d.pub.Delete(resource.EndpointType, cluster)
+	d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
+	d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
 }
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.

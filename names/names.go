@@ -21,6 +21,11 @@ const (
 	// TrustBundleSecret is the SDS secret holding the mesh's trust bundle.
 	TrustBundleSecret = "xspace/trust-bundle"
 
+	// NodeServiceKey is the node metadata field in which the control plane
+	// records the service a stream authenticated as. Whatever a client puts
+	// there itself is overwritten.
+	NodeServiceKey = "xspace.authenticated_service"
+
 	spiffePrefix = "spiffe://xspace/svc/"
 	maxVIPLen    = 63
 )

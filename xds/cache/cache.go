@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -52,10 +53,35 @@ func (e *entry) tombstone() bool { return e.delta == nil }
 
 // typeState holds the resources of one type URL and the watches waiting on them.
 type typeState struct {
-	resources map[string]*entry
-	delta     map[string]map[*deltaWatch]struct{} // by subscribed name
-	sotw      map[string]map[*sotwWatch]struct{}  // by subscribed name
+	resources map[string]*entry                   // by key
+	delta     map[string]map[*deltaWatch]struct{} // by key
+	sotw      map[string]map[*sotwWatch]struct{}  // by key
+	// scope, for a scoped type, names the scope of a stream from its node.
+	scope func(*corev3.Node) string
 }
+
+// keys are where a stream with node looks name up, in order: under its
+// scope, then unscoped.
+func (ts *typeState) keys(node *corev3.Node, name string) []string {
+	if ts.scope != nil {
+		if s := ts.scope(node); s != "" {
+			return []string{scopedKey(s, name), name}
+		}
+	}
+	return []string{name}
+}
+
+// lookup returns what a stream with node sees under name, or nil (unknown).
+func (ts *typeState) lookup(node *corev3.Node, name string) *entry {
+	for _, k := range ts.keys(node, name) {
+		if e := ts.resources[k]; e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func scopedKey(scope, name string) string { return scope + "\x00" + name }
 
 func newTypeState() *typeState {
 	return &typeState{
@@ -92,6 +118,18 @@ func New(typeURLs ...string) *Cache {
 	return c
 }
 
+// Scope makes a type scoped: an item published with a Scope is seen, under
+// its plain name, only by streams whose node scope returns that scope; an
+// item without one is seen by every stream that has no scoped item of that
+// name. Call before serving.
+func (c *Cache) Scope(typeURL string, scope func(*corev3.Node) string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ts := c.types[typeURL]; ts != nil {
+		ts.scope = scope
+	}
+}
+
 // served returns the state of a type, or an empty throwaway one for a type
 // the cache does not serve.
 func (c *Cache) served(typeURL string) (*typeState, bool) {
@@ -107,6 +145,15 @@ type Item struct {
 	TypeURL string
 	Name    string
 	Msg     proto.Message
+	// Scope, for a scoped type, limits the item to streams of that scope.
+	Scope string
+}
+
+func (it Item) key() string {
+	if it.Scope == "" {
+		return it.Name
+	}
+	return scopedKey(it.Scope, it.Name)
 }
 
 // Update publishes items in one step and then wakes their subscribers in
@@ -131,57 +178,60 @@ func (c *Cache) Update(items ...Item) error {
 	var changed []int
 	for i, it := range items {
 		ts, ok := c.types[it.TypeURL]
-		if !ok {
+		switch {
+		case !ok:
 			return fmt.Errorf("cache: type %s is not served", it.TypeURL)
+		case it.Scope != "" && ts.scope == nil:
+			return fmt.Errorf("cache: %q has a scope but type %s is not scoped", it.Name, it.TypeURL)
 		}
-		if old := ts.resources[it.Name]; old == nil || old.version != entries[i].version {
+		if old := ts.resources[it.key()]; old == nil || old.version != entries[i].version {
 			changed = append(changed, i)
 		}
 	}
 	for _, i := range changed {
 		ts := c.types[items[i].TypeURL]
-		ts.resources[items[i].Name] = entries[i]
+		ts.resources[items[i].key()] = entries[i]
 	}
 	for _, i := range changed {
-		c.wake(c.types[items[i].TypeURL], items[i].Name)
+		c.wake(c.types[items[i].TypeURL], items[i].key())
 	}
 	return nil
 }
 
 // Delete forgets a resource: its name becomes unknown. Streams that hold it
 // keep it; only streams that ask for it anew are told it does not exist.
-func (c *Cache) Delete(typeURL, name string) {
+func (c *Cache) Delete(it Item) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ts := c.types[typeURL]; ts != nil {
-		delete(ts.resources, name)
+	if ts := c.types[it.TypeURL]; ts != nil {
+		delete(ts.resources, it.key())
 	}
 }
 
 // Version returns the version of a stored resource; absent reports a tombstone.
-func (c *Cache) Version(typeURL, name string) (version string, ok bool) {
+func (c *Cache) Version(it Item) (version string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ts := c.types[typeURL]; ts != nil {
-		if e := ts.resources[name]; e != nil {
+	if ts := c.types[it.TypeURL]; ts != nil {
+		if e := ts.resources[it.key()]; e != nil {
 			return e.version, true
 		}
 	}
 	return "", false
 }
 
-// wake answers every watch subscribed to name that now has something to
+// wake answers every watch that looks at key and now has something to
 // send. Each watch answers at most once and is then removed.
-func (c *Cache) wake(ts *typeState, name string) {
-	for w := range ts.delta[name] {
+func (c *Cache) wake(ts *typeState, key string) {
+	for w := range ts.delta[key] {
 		if resp := c.deltaResponse(ts, w.req, w.sub, false); resp != nil {
-			unindex(ts.delta, w.sub, w)
+			unindex(ts.delta, ts, w.req.GetNode(), w.sub, w)
 			w.ch <- resp
 		}
 	}
-	for w := range ts.sotw[name] {
+	for w := range ts.sotw[key] {
 		if resp := sotwResponse(ts, w.req, w.sub); resp != nil {
-			unindex(ts.sotw, w.sub, w)
+			unindex(ts.sotw, ts, w.req.GetNode(), w.sub, w)
 			w.ch <- resp
 		}
 	}
@@ -213,25 +263,29 @@ func encode(it Item, deps []byte) (*entry, error) {
 	}, nil
 }
 
-// index adds w to the watches of each of its subscribed names.
-func index[W comparable](byName map[string]map[W]struct{}, sub gcpcache.Subscription, w W) {
+// index adds w to the watches of every key its subscribed names look at.
+func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	for name := range sub.SubscribedResources() {
-		set := byName[name]
-		if set == nil {
-			set = make(map[W]struct{})
-			byName[name] = set
+		for _, k := range ts.keys(node, name) {
+			set := byKey[k]
+			if set == nil {
+				set = make(map[W]struct{})
+				byKey[k] = set
+			}
+			set[w] = struct{}{}
 		}
-		set[w] = struct{}{}
 	}
 }
 
-// unindex removes w from the watches of each of its subscribed names.
-func unindex[W comparable](byName map[string]map[W]struct{}, sub gcpcache.Subscription, w W) {
+// unindex removes w from the watches of every key it was indexed under.
+func unindex[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	for name := range sub.SubscribedResources() {
-		if set := byName[name]; set != nil {
-			delete(set, w)
-			if len(set) == 0 {
-				delete(byName, name)
+		for _, k := range ts.keys(node, name) {
+			if set := byKey[k]; set != nil {
+				delete(set, w)
+				if len(set) == 0 {
+					delete(byKey, k)
+				}
 			}
 		}
 	}

@@ -6,13 +6,16 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	gcpstream "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 const (
@@ -169,7 +172,7 @@ func TestClusterChangeChangesItsEndpointsVersion(t *testing.T) {
 func TestIdenticalContentWakesNoOneAndVersionsComeFromContent(t *testing.T) {
 	c := newCache()
 	update(t, c, cluster("a.vip", time.Second))
-	v1, _ := c.Version(cds, "a.vip")
+	v1, _ := c.Version(Item{TypeURL: cds, Name: "a.vip"})
 	s := open(t, c, cds, nil)
 	s.request(nil, "a.vip")
 	s.expect([]string{"a.vip"}, nil)
@@ -178,7 +181,7 @@ func TestIdenticalContentWakesNoOneAndVersionsComeFromContent(t *testing.T) {
 	s.expectNothing()
 	other := newCache()
 	update(t, other, cluster("a.vip", time.Second))
-	if v, _ := other.Version(cds, "a.vip"); v != v1 {
+	if v, _ := other.Version(Item{TypeURL: cds, Name: "a.vip"}); v != v1 {
 		t.Fatalf("same content, different versions %q and %q", v, v1)
 	}
 }
@@ -250,5 +253,76 @@ func TestSotwDoesNotRepeatAfterNACK(t *testing.T) {
 		}
 	default:
 		t.Fatal("a change after a NACK was not sent")
+	}
+}
+
+func nodeOf(service string) *corev3.Node {
+	return &corev3.Node{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{"svc": structpb.NewStringValue(service)}}}
+}
+
+// TestScopedSecrets: one name means a different resource per scope; an
+// unscoped item is the fallback every scope shares.
+func TestScopedSecrets(t *testing.T) {
+	const sds = resource.SecretType
+	c := New(sds)
+	c.Scope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() })
+	secret := func(name, scope, value string) Item {
+		return Item{TypeURL: sds, Name: name, Scope: scope, Msg: &tlsv3.Secret{
+			Name: name,
+			Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{Secret: &corev3.DataSource{
+				Specifier: &corev3.DataSource_InlineString{InlineString: value},
+			}}},
+		}}
+	}
+	update(t, c, secret("identity", "payments", "payments-cert"), secret("bundle", "", "roots"))
+
+	open := func(service string) *stream {
+		s := &stream{t: t, c: c, typ: sds, sub: gcpstream.NewDeltaSubscription(nil, nil, nil, false), ch: make(chan gcpcache.DeltaResponse, 4)}
+		s.sub.UpdateResourceSubscriptions([]string{"identity", "bundle"}, nil)
+		req := &gcpcache.DeltaRequest{TypeUrl: sds, Node: nodeOf(service), ResourceNamesSubscribe: []string{"identity", "bundle"}}
+		cancel, err := c.CreateDeltaWatch(req, &s.sub, s.ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cancel)
+		return s
+	}
+	value := func(r *discoveryv3.Resource) string {
+		var sec tlsv3.Secret
+		if err := r.GetResource().UnmarshalTo(&sec); err != nil {
+			t.Fatal(err)
+		}
+		return sec.GetGenericSecret().GetSecret().GetInlineString()
+	}
+	payments := open("payments")
+	names, removed, res, _ := payments.take()
+	if !slices.Equal(names, []string{"bundle", "identity"}) || removed != nil || value(res[1]) != "payments-cert" {
+		t.Fatalf("payments sees %v removed %v", names, removed)
+	}
+	orders := open("orders")
+	names, removed, _, _ = orders.take()
+	if !slices.Equal(names, []string{"bundle"}) || !slices.Equal(removed, []string{"identity"}) {
+		t.Fatalf("orders sees %v removed %v; want only the bundle", names, removed)
+	}
+	anonymous := open("")
+	if names, removed, _, _ = anonymous.take(); !slices.Equal(removed, []string{"identity"}) {
+		t.Fatalf("an unscoped stream sees %v removed %v", names, removed)
+	}
+
+	// Rotating payments' identity reaches payments only.
+	reopen := func(s *stream, service string) {
+		req := &gcpcache.DeltaRequest{TypeUrl: sds, Node: nodeOf(service)}
+		cancel, _ := c.CreateDeltaWatch(req, &s.sub, s.ch)
+		t.Cleanup(cancel)
+	}
+	reopen(payments, "payments")
+	reopen(orders, "orders")
+	update(t, c, secret("identity", "payments", "payments-cert-2"))
+	if names, _, res, ok := payments.take(); !ok || !slices.Equal(names, []string{"identity"}) || value(res[0]) != "payments-cert-2" {
+		t.Fatalf("rotation not pushed to payments: %v", names)
+	}
+	orders.expectNothing()
+	if err := c.Update(Item{TypeURL: cds, Name: "x", Scope: "payments"}); err == nil {
+		t.Fatal("a scoped item of an unscoped (here unserved) type was accepted")
 	}
 }

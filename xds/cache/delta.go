@@ -41,11 +41,11 @@ func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscr
 		return func() {}, nil
 	}
 	w := &deltaWatch{req: req, sub: sub, ch: ch}
-	index(ts.delta, sub, w)
+	index(ts.delta, ts, req.GetNode(), sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		unindex(ts.delta, sub, w)
+		unindex(ts.delta, ts, req.GetNode(), sub, w)
 	}, nil
 }
 
@@ -91,7 +91,7 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		if _, ok := asked[name]; ok {
 			held = req.GetInitialResourceVersions()[name]
 		}
-		switch e := ts.resources[name]; {
+		switch e := ts.lookup(req.GetNode(), name); {
 		case e == nil && held != "" && held != absent:
 			// unknown, and the client holds a version: leave it be
 		case e == nil || e.tombstone():

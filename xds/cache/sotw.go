@@ -40,11 +40,11 @@ func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch
 		return func() {}, nil
 	}
 	w := &sotwWatch{req: req, sub: sub, ch: ch}
-	index(ts.sotw, sub, w)
+	index(ts.sotw, ts, req.GetNode(), sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		unindex(ts.sotw, sub, w)
+		unindex(ts.sotw, ts, req.GetNode(), sub, w)
 	}, nil
 }
 
@@ -57,7 +57,7 @@ func sotwResponse(ts *typeState, req *gcpcache.Request, sub gcpcache.Subscriptio
 	resources := make([]*anypb.Any, 0, len(names))
 	for _, name := range names {
 		version := absent
-		if e := ts.resources[name]; e != nil && !e.tombstone() {
+		if e := ts.lookup(req.GetNode(), name); e != nil && !e.tombstone() {
 			version = e.version
 			resources = append(resources, e.any)
 			returned[name] = e.version

@@ -11,6 +11,8 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 var _ serverv3.Callbacks = (*Server)(nil)
@@ -23,9 +25,11 @@ type streamState struct {
 	// typeURL is the type of a standalone service's stream ("" for ADS).
 	// Requests on such streams may leave their type URL empty.
 	typeURL string
-	ctx     context.Context
-	since   time.Time
-	node    *corev3.Node
+	// claims are what the stream's token says; empty when unauthenticated.
+	claims token.Claims
+	ctx    context.Context
+	since  time.Time
+	node   *corev3.Node
 	// held are the on-demand names this stream holds, by type URL; each
 	// is one Acquire on the resolver.
 	held map[string]map[string]struct{}
@@ -39,18 +43,44 @@ func (st *streamState) requestType(typeURL string) string {
 	return typeURL
 }
 
-// onDemand reports whether subscriptions of a type resolve clusters.
-func onDemand(typeURL string) bool {
-	return typeURL == resource.ClusterType || typeURL == resource.EndpointType
+// onDemand reports whether subscriptions of a type are resolved on demand.
+func (s *Server) onDemand(typeURL string) bool {
+	switch typeURL {
+	case resource.ClusterType, resource.EndpointType:
+		return true
+	case resource.SecretType:
+		return s.opts.Secrets != nil
+	}
+	return false
+}
+
+func (s *Server) acquire(st *streamState, typeURL, name string) {
+	if typeURL == resource.SecretType {
+		s.opts.Secrets.Acquire(st.ctx, st.claims.Service, name)
+		return
+	}
+	s.resolver.Acquire(st.ctx, name)
+}
+
+func (s *Server) release(st *streamState, typeURL, name string) {
+	if typeURL == resource.SecretType {
+		s.opts.Secrets.Release(st.claims.Service, name)
+		return
+	}
+	s.resolver.Release(name)
 }
 
 func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) error {
+	claims, err := s.authenticate(ctx)
+	if err != nil {
+		return err
+	}
 	if err := s.admit.Wait(ctx); err != nil {
 		return status.Errorf(codes.Unavailable, "stream admission: %v", err)
 	}
 	st := &streamState{
 		id: id, protocol: protocol, kind: typeLabel(typeURL), typeURL: typeURL, ctx: ctx, since: s.now(),
-		held: make(map[string]map[string]struct{}),
+		claims: claims, held: make(map[string]map[string]struct{}),
 	}
 	s.mu.Lock()
 	s.streams[streamKey{protocol, id}] = st
@@ -69,9 +99,9 @@ func (s *Server) close(protocol string, id int64) {
 		return
 	}
 	s.metrics.streams.WithLabelValues(st.protocol, st.kind).Dec()
-	for _, held := range st.held {
+	for typeURL, held := range st.held {
 		for name := range held {
-			s.resolver.Release(name)
+			s.release(st, typeURL, name)
 		}
 	}
 }
@@ -112,10 +142,10 @@ func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe 
 	}
 	s.mu.Unlock()
 	for _, name := range acquire {
-		s.resolver.Acquire(st.ctx, name)
+		s.acquire(st, typeURL, name)
 	}
 	for _, name := range release {
-		s.resolver.Release(name)
+		s.release(st, typeURL, name)
 	}
 }
 
@@ -133,6 +163,12 @@ func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamStat
 	st := s.stream(protocol, id, req.GetNode())
 	if st == nil {
 		return nil, "", status.Error(codes.Internal, "unknown stream")
+	}
+	if err := s.checkNode(st, req.GetNode()); err != nil {
+		return nil, "", err
+	}
+	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
+		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")
 	}
 	typeURL := st.requestType(req.GetTypeUrl())
 	if detail := req.GetErrorDetail(); detail != nil {
@@ -162,7 +198,7 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 	if err != nil {
 		return err
 	}
-	if onDemand(typeURL) {
+	if s.onDemand(typeURL) {
 		s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	return nil
@@ -192,7 +228,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	if err != nil {
 		return err
 	}
-	if !onDemand(typeURL) {
+	if !s.onDemand(typeURL) {
 		return nil
 	}
 	want := req.GetResourceNames()
@@ -222,9 +258,10 @@ func (s *Server) OnStreamResponse(_ context.Context, _ int64, _ *discoveryv3.Dis
 }
 
 // OnFetchRequest resolves the requested clusters of a REST poll; they stay
-// cached for the grace period.
+// cached for the grace period. Polls carry no stream identity, so they are
+// never served secrets.
 func (s *Server) OnFetchRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
-	if onDemand(req.GetTypeUrl()) {
+	if t := req.GetTypeUrl(); t == resource.ClusterType || t == resource.EndpointType {
 		for _, name := range req.GetResourceNames() {
 			s.resolver.Acquire(ctx, name)
 			s.resolver.Release(name)

@@ -20,6 +20,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/registry"
@@ -63,7 +64,10 @@ func (b *syncBuffer) String() string {
 
 func (m *mesh) now() time.Time { return time.Now().Add(time.Duration(m.skew.Load())) }
 
-func newMesh(tb testing.TB) *mesh {
+func newMesh(tb testing.TB) *mesh { return newMeshWith(tb, nil) }
+
+// newMeshWith is newMesh with server options adjusted by edit.
+func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
@@ -77,10 +81,14 @@ func newMesh(tb testing.TB) *mesh {
 	m := &mesh{skew: new(atomic.Int64), logs: &syncBuffer{}}
 	disc := discovery.New(store, c, discovery.Options{Registerer: reg, Now: m.now})
 	go disc.Run(ctx)
-	srv := New(ctx, c, disc, Options{
+	opts := Options{
 		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6,
 		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	srv := New(ctx, c, disc, opts)
 	g := grpc.NewServer(GRPCOptions()...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -120,8 +128,18 @@ type deltaClient struct {
 
 func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
 	tb.Helper()
+	return m.deltaAs(tb, nodeID, "orders", "")
+}
+
+// deltaAs opens a delta stream for a node of service, presenting token tok
+// (none when empty).
+func (m *mesh) deltaAs(tb testing.TB, nodeID, service, tok string) *deltaClient {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
+	if tok != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(m.conn).DeltaAggregatedResources(ctx)
 	if err != nil {
 		tb.Fatal(err)
@@ -129,7 +147,7 @@ func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
 	c := &deltaClient{
 		tb: tb, stream: stream, cancel: cancel,
 		resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 64),
-		node:  &corev3.Node{Id: nodeID, Cluster: "orders"},
+		node:  &corev3.Node{Id: nodeID, Cluster: service},
 	}
 	go func() {
 		defer close(c.resps)

@@ -3,11 +3,12 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	streams     *prometheus.GaugeVec
-	pushes      *prometheus.CounterVec
-	pushedBytes *prometheus.CounterVec
-	resources   *prometheus.CounterVec
-	nacks       *prometheus.CounterVec
+	streams      *prometheus.GaugeVec
+	pushes       *prometheus.CounterVec
+	pushedBytes  *prometheus.CounterVec
+	resources    *prometheus.CounterVec
+	nacks        *prometheus.CounterVec
+	authFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,8 +34,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Responses a proxy rejected (NACK), by resource type.",
 		}, []string{"type"}),
 	}
+	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "xspace_xds_auth_failures_total",
+		Help: "Streams refused because their bearer token was invalid or expired.",
+	})
 	if reg != nil {
-		reg.MustRegister(m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks)
+		reg.MustRegister(m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks, m.authFailures)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
 )
 
 // TestReconnectResubscribes: a proxy that reconnects sends every cluster it
@@ -117,7 +118,7 @@ func TestStreamCloseReleasesAndGraceForgets(t *testing.T) {
 	if watched(m, "payments") != nil {
 		t.Fatal("VIP still watched after the grace period")
 	}
-	if _, ok := m.cache.Version(cds, "payments.vip"); ok {
+	if _, ok := m.cache.Version(cache.Item{TypeURL: cds, Name: "payments.vip"}); ok {
 		t.Fatal("forgotten VIP's cluster still cached")
 	}
 }

@@ -27,7 +27,7 @@ import (
 )
 
 // Types are the resource types the server serves; the cache serves the same.
-var Types = []string{resource.ClusterType, resource.EndpointType}
+var Types = []string{resource.ClusterType, resource.EndpointType, resource.SecretType}
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
 // subscription is answered, and lets go of them when no longer needed.
@@ -36,8 +36,24 @@ type Resolver interface {
 	Release(cluster string)
 }
 
+// SecretResolver makes a secret ready in the cache for the service a
+// stream authenticated as ("" when it did not), and lets go of it.
+type SecretResolver interface {
+	Acquire(ctx context.Context, service, name string)
+	Release(service, name string)
+}
+
 // Options tune the server; zero values take the defaults.
 type Options struct {
+	// Authenticator verifies streams' bearer tokens. With none, every
+	// stream is unauthenticated.
+	Authenticator Authenticator
+	// AllowUnauthenticated admits streams without a token; they receive
+	// clusters but never an identity secret. A stream that presents an
+	// invalid token is refused either way.
+	AllowUnauthenticated bool
+	// Secrets resolves SDS subscriptions; nil serves no secrets.
+	Secrets    SecretResolver
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// AdmissionRate is how many new streams per second are admitted
@@ -59,6 +75,7 @@ type Server struct {
 	metrics  *metrics
 	admit    *rate.Limiter
 	now      func() time.Time
+	opts     Options
 	xds      serverv3.Server
 
 	// nackLog limits NACK log lines: a fleet rejecting one resource would
@@ -98,6 +115,7 @@ func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Opti
 		metrics:  newMetrics(opts.Registerer),
 		admit:    rate.NewLimiter(rate.Limit(opts.AdmissionRate), opts.AdmissionBurst),
 		now:      opts.Now,
+		opts:     opts,
 		nackLog:  rate.NewLimiter(10, 20),
 		streams:  make(map[streamKey]*streamState),
 	}
