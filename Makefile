@@ -14,7 +14,14 @@ BENCHSTAT := $(TOOLS_DIR)/benchstat
 LINT_VERSION := $(shell awk '/golangci-lint\/v2 v/ {print $$2}' tools/lint/go.mod)
 GOLANGCI  := $(TOOLS_DIR)/golangci-lint-$(LINT_VERSION)
 
+# Consul, built from its Go module (tools/consul) once per machine into the
+# cache, in a folder named by version. The Consul tests find it through
+# CONSUL_BIN; without it (plain `go test`) they skip, saying so in one line.
+CONSUL_VERSION := $(shell awk '$$1 == "github.com/hashicorp/consul" {print $$2}' tools/consul/go.mod)
+CONSUL_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/consul-$(CONSUL_VERSION)/consul
+
 export GOTOOLCHAIN := local
+export CONSUL_BIN
 
 .DEFAULT_GOAL := help
 
@@ -34,9 +41,24 @@ run: build ## build and start meshd on its embedded defaults (Ctrl-C stops it)
 	$(BIN)/meshd
 
 .PHONY: test
-test: ## run the whole test suite (race detector on)
+test: $(CONSUL_BIN) ## run the whole test suite (race detector on; builds Consul once, see `consul`)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: consul
+consul: $(CONSUL_BIN) ## build the Consul agent the Consul tests run against (once; about 12 minutes)
+
+$(CONSUL_BIN):
+	@echo "building Consul $(CONSUL_VERSION) from its Go module (tools/consul) into $(CONSUL_BIN)"
+	@echo "  why: the Consul registry's tests run against a real consul agent; none is installed here"
+	@echo "  how long: about 12 minutes on 2 cores (plus module downloads), once per machine; later runs reuse it"
+	@mkdir -p $(dir $(CONSUL_BIN))
+	cd tools/consul && $(GO) build -trimpath -ldflags='-s -w' -o $(CONSUL_BIN).tmp github.com/hashicorp/consul
+	mv $(CONSUL_BIN).tmp $(CONSUL_BIN)
+
+.PHONY: bench-consul
+bench-consul: $(CONSUL_BIN) ## run the Consul registry benchmarks (change -> CLA, on-demand resolve)
+	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 -timeout 30m ./registry/consul/
 
 .PHONY: lint
 lint: $(GOLANGCI) ## run golangci-lint (.golangci.yml: vet, staticcheck, errorlint, revive, importas, depguard, gofumpt, gci)

@@ -17,11 +17,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/registry/consul"
 )
 
 // Config is everything meshd reads at start.
 type Config struct {
-	// DataDir holds the embedded registry's database.
+	// DataDir holds the embedded registry's database (unused with Consul).
 	DataDir   string    `json:"data_dir"`
 	Log       Log       `json:"log"`
 	XDS       XDS       `json:"xds"`
@@ -52,14 +53,67 @@ type HTTP struct {
 
 // Registry selects and configures the service registry.
 type Registry struct {
-	Type     string   `json:"type"` // embedded
+	Type     string   `json:"type"` // embedded or consul
 	Embedded Embedded `json:"embedded"`
+	Consul   Consul   `json:"consul"`
 }
 
 // Embedded configures the embedded registry.
 type Embedded struct {
 	SweepInterval         registry.Duration `json:"sweep_interval"`
 	SelfPreservationShare float64           `json:"self_preservation_share"`
+}
+
+// Consul configures the Consul registry (registry.type: consul).
+type Consul struct {
+	// Address of the Consul agent: host:port or http(s)://host:port.
+	Address string `json:"address"`
+	// Token is the ACL token; printed redacted. Prefer token_file.
+	Token Secret `json:"token,omitempty"`
+	// TokenFile holds the ACL token, read at start.
+	TokenFile string `json:"token_file,omitempty"`
+	// Datacenter to read from and write KV to; empty means the agent's.
+	Datacenter string `json:"datacenter,omitempty"`
+	// KVPrefix is where VIP policies live: <kv_prefix>/<vip>.
+	KVPrefix string `json:"kv_prefix"`
+	// StaleReads lets any Consul server answer reads, not only the leader.
+	StaleReads bool `json:"stale_reads"`
+	// WarningIsUp routes to instances whose checks warn; false makes them DOWN.
+	WarningIsUp bool `json:"warning_is_up"`
+	// WaitTime bounds one blocking query of a watched VIP.
+	WaitTime registry.Duration `json:"wait_time"`
+	// QueryTimeout bounds every other request to Consul.
+	QueryTimeout registry.Duration `json:"query_timeout"`
+	// DeregisterCriticalAfter is how long an instance registered through
+	// meshd may stay critical (missed heartbeats) before Consul removes it.
+	DeregisterCriticalAfter registry.Duration `json:"deregister_critical_after"`
+}
+
+// Secret is a string that prints redacted, so a token in the config never
+// shows in --print-config or /debug/config.
+type Secret string
+
+// Redacted is how a non-empty Secret prints.
+const Redacted = "REDACTED"
+
+// MarshalJSON writes "" for an empty secret and Redacted otherwise.
+func (s Secret) MarshalJSON() ([]byte, error) {
+	if s == "" {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(Redacted)
+}
+
+// ResolveToken returns the ACL token, read from token_file when it is set.
+func (c Consul) ResolveToken() (string, error) {
+	if c.TokenFile == "" {
+		return string(c.Token), nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("registry.consul.token_file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // Discovery configures on-demand resolution.
@@ -71,11 +125,21 @@ type Discovery struct {
 // Defaults returns the configuration meshd runs with when given none.
 func Defaults() Config {
 	return Config{
-		DataDir:  "./data",
-		Log:      Log{Level: "info", Format: "text"},
-		XDS:      XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000},
-		HTTP:     HTTP{Address: "127.0.0.1:18080"},
-		Registry: Registry{Type: "embedded", Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15}},
+		DataDir: "./data",
+		Log:     Log{Level: "info", Format: "text"},
+		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000},
+		HTTP:    HTTP{Address: "127.0.0.1:18080"},
+		Registry: Registry{
+			Type:     "embedded",
+			Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15},
+			Consul: Consul{
+				Address: consul.DefaultAddress, KVPrefix: consul.DefaultKVPrefix,
+				StaleReads: true, WarningIsUp: true,
+				WaitTime:                registry.Duration(consul.DefaultWaitTime),
+				QueryTimeout:            registry.Duration(consul.DefaultQueryTimeout),
+				DeregisterCriticalAfter: registry.Duration(consul.DefaultDeregisterCriticalAfter),
+			},
+		},
 		Discovery: Discovery{
 			Grace: registry.Duration(5 * time.Minute),
 		},
@@ -160,8 +224,11 @@ func (x XDS) validate() error {
 func (h HTTP) validate() error { return validAddress("http.address", h.Address) }
 
 func (r Registry) validate() error {
-	if r.Type != "embedded" {
-		return fmt.Errorf("registry.type: %q is not supported; use embedded", r.Type)
+	if r.Type != "embedded" && r.Type != "consul" {
+		return fmt.Errorf("registry.type: %q is not supported; use embedded or consul", r.Type)
+	}
+	if err := r.Consul.validate(); err != nil {
+		return err
 	}
 	e := r.Embedded
 	if e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute) {
@@ -169,6 +236,49 @@ func (r Registry) validate() error {
 	}
 	if e.SelfPreservationShare <= 0 || e.SelfPreservationShare > 1 {
 		return fmt.Errorf("registry.embedded.self_preservation_share: %v must be a fraction in (0, 1], e.g. 0.15", e.SelfPreservationShare)
+	}
+	return nil
+}
+
+func (c Consul) validate() error {
+	if err := validConsulAddress(c.Address); err != nil {
+		return err
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		return errors.New("registry.consul.token_file: set token or token_file, not both")
+	}
+	if strings.ContainsAny(c.Datacenter, "/?#& ") {
+		return fmt.Errorf("registry.consul.datacenter: %q is not a datacenter name", c.Datacenter)
+	}
+	p := c.KVPrefix
+	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") || strings.ContainsAny(p, "?# ") {
+		return fmt.Errorf("registry.consul.kv_prefix: %q must be a KV path without leading or trailing '/', e.g. xspace/vips", p)
+	}
+	if c.WaitTime < registry.Duration(time.Second) || c.WaitTime > registry.Duration(10*time.Minute) {
+		return fmt.Errorf("registry.consul.wait_time: %s is out of range; use 1s to 10m (Consul's limit)", c.WaitTime.D())
+	}
+	if c.QueryTimeout < registry.Duration(100*time.Millisecond) || c.QueryTimeout > registry.Duration(time.Minute) {
+		return fmt.Errorf("registry.consul.query_timeout: %s is out of range; use 100ms to 1m", c.QueryTimeout.D())
+	}
+	if c.DeregisterCriticalAfter < registry.Duration(time.Minute) {
+		return fmt.Errorf("registry.consul.deregister_critical_after: %s is too short; Consul's minimum is 1m", c.DeregisterCriticalAfter.D())
+	}
+	return nil
+}
+
+func validConsulAddress(addr string) error {
+	hostPort := addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		if scheme != "http" && scheme != "https" {
+			return fmt.Errorf("registry.consul.address: %q: the scheme must be http or https", addr)
+		}
+		hostPort = rest
+	}
+	if _, port, err := net.SplitHostPort(hostPort); err != nil || port == "" {
+		return fmt.Errorf("registry.consul.address: %q is not host:port or http(s)://host:port; e.g. 127.0.0.1:8500", addr)
+	}
+	if p, err := strconv.Atoi(hostPort[strings.LastIndex(hostPort, ":")+1:]); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("registry.consul.address: %q: the port must be 1 to 65535", addr)
 	}
 	return nil
 }

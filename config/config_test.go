@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -75,6 +77,16 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"sweep", func(c *Config) { c.Registry.Embedded.SweepInterval = 0 }, "registry.embedded.sweep_interval"},
 		{"share", func(c *Config) { c.Registry.Embedded.SelfPreservationShare = 1.5 }, "registry.embedded.self_preservation_share"},
 		{"grace", func(c *Config) { c.Discovery.Grace = -1 }, "discovery.grace"},
+		{"consul address", func(c *Config) { c.Registry.Consul.Address = "consul" }, "registry.consul.address"},
+		{"consul scheme", func(c *Config) { c.Registry.Consul.Address = "ftp://127.0.0.1:8500" }, "registry.consul.address"},
+		{"consul port", func(c *Config) { c.Registry.Consul.Address = "127.0.0.1:0" }, "registry.consul.address"},
+		{"consul token twice", func(c *Config) { c.Registry.Consul.Token, c.Registry.Consul.TokenFile = "t", "f" }, "registry.consul.token_file"},
+		{"consul datacenter", func(c *Config) { c.Registry.Consul.Datacenter = "dc/1" }, "registry.consul.datacenter"},
+		{"consul kv prefix empty", func(c *Config) { c.Registry.Consul.KVPrefix = "" }, "registry.consul.kv_prefix"},
+		{"consul kv prefix slash", func(c *Config) { c.Registry.Consul.KVPrefix = "/xspace/vips" }, "registry.consul.kv_prefix"},
+		{"consul wait", func(c *Config) { c.Registry.Consul.WaitTime = registry.Duration(11 * time.Minute) }, "registry.consul.wait_time"},
+		{"consul query timeout", func(c *Config) { c.Registry.Consul.QueryTimeout = 0 }, "registry.consul.query_timeout"},
+		{"consul deregister", func(c *Config) { c.Registry.Consul.DeregisterCriticalAfter = registry.Duration(time.Second) }, "registry.consul.deregister_critical_after"},
 	}
 	both0 := Defaults()
 	both0.XDS.Address, both0.HTTP.Address = "127.0.0.1:0", "127.0.0.1:0"
@@ -104,5 +116,48 @@ func TestYAMLRoundTrip(t *testing.T) {
 	}
 	if cfg != Defaults() {
 		t.Fatalf("round trip changed the config:\n%+v\n%+v", cfg, Defaults())
+	}
+}
+
+func TestConsulSection(t *testing.T) {
+	cfg := Defaults()
+	yml := "registry:\n  type: consul\n  consul:\n    address: https://consul.internal:8501\n" +
+		"    token: s3cret\n    kv_prefix: mesh/vips\n    stale_reads: false\n    warning_is_up: false\n"
+	if err := Decode([]byte(yml), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Registry.Consul
+	if cfg.Registry.Type != "consul" || c.Address != "https://consul.internal:8501" || c.KVPrefix != "mesh/vips" ||
+		c.StaleReads || c.WarningIsUp || c.WaitTime != Defaults().Registry.Consul.WaitTime {
+		t.Fatalf("consul section not applied over the defaults: %+v", c)
+	}
+	d := Defaults().Registry.Consul
+	if !d.StaleReads || !d.WarningIsUp || d.KVPrefix != "xspace/vips" || d.Address != "127.0.0.1:8500" {
+		t.Fatalf("consul defaults changed: %+v", d)
+	}
+	b, err := cfg.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "s3cret") || !strings.Contains(string(b), "token: "+Redacted) {
+		t.Fatalf("the token is not redacted in the printed config:\n%s", b)
+	}
+	if tok, err := c.ResolveToken(); err != nil || tok != "s3cret" {
+		t.Fatalf("ResolveToken = %q, %v", tok, err)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Token, c.TokenFile = "", file
+	if tok, err := c.ResolveToken(); err != nil || tok != "from-file" {
+		t.Fatalf("ResolveToken from a file = %q, %v", tok, err)
+	}
+	c.TokenFile = filepath.Join(t.TempDir(), "missing")
+	if _, err := c.ResolveToken(); err == nil || !strings.HasPrefix(err.Error(), "registry.consul.token_file:") {
+		t.Fatalf("ResolveToken of a missing file: %v", err)
 	}
 }

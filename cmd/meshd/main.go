@@ -25,6 +25,8 @@ import (
 	"github.com/prisma-systems/xspace-mesh/config"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/ops"
+	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/registry/consul"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
@@ -33,7 +35,8 @@ import (
 const usage = `meshd is the xspace-mesh control plane.
 
 It serves Envoy sidecars their clusters on demand (On-Demand CDS over delta
-xDS) from the service registry, and the REST API, metrics, health and debug
+xDS) from the service registry (embedded, or Consul with registry.type:
+consul in the config file), and the REST API, metrics, health and debug
 endpoints over HTTP. With no flags it runs on its embedded registry:
 
   xDS (gRPC)   127.0.0.1:18000
@@ -143,22 +146,19 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := embedded.Open(cfg.DataDir, embedded.Options{
-		Logger: logger, Registerer: reg,
-		SweepInterval:         cfg.Registry.Embedded.SweepInterval.D(),
-		SelfPreservationShare: cfg.Registry.Embedded.SelfPreservationShare,
-	})
+	backend, err := openRegistry(cfg, logger, reg)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
+		if err := backend.close(); err != nil {
 			logger.Error("closing the registry", "error", err)
 		}
 	}()
+	store := backend.store
 
 	xdsCache := cache.New(server.Types...)
-	disc := discovery.New(store, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
+	disc := discovery.New(backend.source, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
 	go disc.Run(ctx)
 	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
 		Logger: logger, Registerer: reg,
@@ -181,7 +181,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
 			Proxies: xdsServer, VIPs: disc, Config: cfg,
 			Checks: map[string]func() ops.Check{
-				"registry": func() ops.Check { return ops.Check{OK: true, Detail: store.Health()} },
+				"registry": backend.check,
 				"xds":      func() ops.Check { return ops.Check{OK: serving.Load()} },
 			},
 		}),
@@ -209,6 +209,50 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	serving.Store(false)
 	shutdown(grpcServer, httpServer, logger)
 	return err
+}
+
+// backend is the registry meshd runs on, as the REST API, discovery and
+// /readyz use it.
+type backend struct {
+	store  registry.Store
+	source registry.Source
+	check  func() ops.Check
+	close  func() error
+}
+
+// openRegistry opens the registry cfg.Registry.Type names. The embedded one
+// is always ready. Consul is not ready while it cannot be reached, so that a
+// load balancer prefers replicas that can resolve new VIPs; streams already
+// connected keep being served their last known state either way.
+func openRegistry(cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (backend, error) {
+	if cfg.Registry.Type == "consul" {
+		c := cfg.Registry.Consul
+		token, err := c.ResolveToken()
+		if err != nil {
+			return backend{}, err
+		}
+		s, err := consul.New(consul.Options{
+			Address: c.Address, Token: token, Datacenter: c.Datacenter, KVPrefix: c.KVPrefix,
+			AllowStale: c.StaleReads, WarningIsUp: c.WarningIsUp, WaitTime: c.WaitTime.D(),
+			QueryTimeout: c.QueryTimeout.D(), DeregisterCriticalAfter: c.DeregisterCriticalAfter.D(),
+			Logger: logger, Registerer: reg,
+		})
+		if err != nil {
+			return backend{}, err
+		}
+		check := func() ops.Check { h := s.Health(); return ops.Check{OK: h.OK(), Detail: h} }
+		return backend{store: s, source: s, check: check, close: s.Close}, nil
+	}
+	s, err := embedded.Open(cfg.DataDir, embedded.Options{
+		Logger: logger, Registerer: reg,
+		SweepInterval:         cfg.Registry.Embedded.SweepInterval.D(),
+		SelfPreservationShare: cfg.Registry.Embedded.SelfPreservationShare,
+	})
+	if err != nil {
+		return backend{}, err
+	}
+	check := func() ops.Check { return ops.Check{OK: true, Detail: s.Health()} }
+	return backend{store: s, source: s, check: check, close: s.Close}, nil
 }
 
 // shutdown lets streams and requests finish for a few seconds, then cuts them.

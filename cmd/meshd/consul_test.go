@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/registry/consul/consultest"
+	"github.com/prisma-systems/xspace-mesh/xds/probe"
+)
+
+// TestTwoReplicasOnOneConsul runs two meshd processes on one Consul agent,
+// writes through both, and checks that they serve identical resources with
+// identical versions, so a proxy that reconnects to the other replica is
+// not sent what it already has.
+func TestTwoReplicasOnOneConsul(t *testing.T) {
+	bin, err := consultest.Bin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin == "" {
+		t.Skip(consultest.SkipMessage)
+	}
+	agent := consultest.Start(t, bin)
+	meshdBin, _ := binaries(t)
+	cfg := filepath.Join(t.TempDir(), "meshd.yaml")
+	yml := fmt.Sprintf("registry:\n  type: consul\n  consul:\n    address: %s\n    kv_prefix: it/vips\n", agent.Addr)
+	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startMeshdWithConfig(t, meshdBin, cfg)
+	b := startMeshdWithConfig(t, meshdBin, cfg)
+	ctx := context.Background()
+	ca, cb := api.NewClient(a.http, nil), api.NewClient(b.http, nil)
+
+	if _, _, err := ca.PutVIP(ctx, registry.VIP{Name: "payments", Policy: registry.Policy{
+		Protocol: registry.HTTP2, LoadBalancing: registry.LeastRequest,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []*api.Client{ca, cb, ca} {
+		id := fmt.Sprintf("p%d", i+1)
+		reg := api.Registration{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 8080, Zone: "z" + id, TTLSeconds: 3600}
+		if _, err := c.Register(ctx, "payments", id, reg); err != nil {
+			t.Fatalf("register %s: %v", id, err)
+		}
+	}
+	// Written through a, changed through b: both replicas share one registry.
+	if _, err := cb.SetStatus(ctx, "payments", "p3", registry.StatusDraining); err != nil {
+		t.Fatal(err)
+	}
+
+	ra, rb := resolveVia(t, a.xds), resolveVia(t, b.xds)
+	if !proto.Equal(ra.Cluster, rb.Cluster) || !proto.Equal(ra.Endpoints, rb.Endpoints) {
+		t.Fatalf("replicas disagree:\n a: %v\n    %v\n b: %v\n    %v", ra.Cluster, ra.Endpoints, rb.Cluster, rb.Endpoints)
+	}
+	if n := len(ra.Endpoints.GetEndpoints()); n != 3 {
+		t.Fatalf("endpoints in %d localities, want 3: %v", n, ra.Endpoints)
+	}
+	va, vb := versionsVia(t, a.xds), versionsVia(t, b.xds)
+	if len(va) != 2 || fmt.Sprint(va) != fmt.Sprint(vb) {
+		t.Fatalf("versions differ: a %v, b %v", va, vb)
+	}
+	for _, p := range []*process{a, b} {
+		if ok, detail := readyz(t, p.http); !ok {
+			t.Errorf("meshd at %s not ready on a reachable Consul: %s", p.http, detail)
+		}
+	}
+
+	// Without Consul a replica is not ready, and says why; it is again
+	// once Consul is back, without a restart.
+	agent.Stop(t)
+	waitReady(t, a.http, false, `"state":"degraded"`)
+	agent.Restart(t)
+	waitReady(t, a.http, true, `"state":"ok"`)
+}
+
+// waitReady waits until /readyz answers as wanted with a body containing detail.
+func waitReady(t *testing.T, base string, want bool, detail string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ok, body := readyz(t, base)
+		if ok == want && strings.Contains(body, detail) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: ready %v with %s; want ready %v with %s", ok, body, want, detail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startMeshdWithConfig starts meshd with a config file, as startMeshd does
+// with flags only.
+func startMeshdWithConfig(t *testing.T, bin, cfg string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, "--config", cfg, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
+		"--http-address", "127.0.0.1:0", "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.exited })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg, XDS, HTTP string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "meshd is serving" {
+				p.xds, p.http = line.XDS, line.HTTP
+				close(ready)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case <-ready:
+	case <-p.exited:
+		t.Fatalf("meshd exited before serving: %v", p.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("meshd did not report serving within 10s")
+	}
+	return p
+}
+
+func resolveVia(t *testing.T, xdsAddr string) probe.Result {
+	t.Helper()
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := probe.Resolve(ctx, conn, &corev3.Node{Id: "it-1", Cluster: "orders"}, "payments.vip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// versionsVia subscribes to payments.vip's Cluster and endpoints over delta
+// ADS and returns the version of each, by type.
+func versionsVia(t *testing.T, xdsAddr string) map[string]string {
+	t.Helper()
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	node := &corev3.Node{Id: "it-2", Cluster: "orders"}
+	for _, typeURL := range []string{resource.ClusterType, resource.EndpointType} {
+		req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNamesSubscribe: []string{"payments.vip"}}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		node = nil
+		resp, err := stream.Recv()
+		if err != nil || len(resp.GetResources()) != 1 {
+			t.Fatalf("%s: %v, %v", typeURL, resp, err)
+		}
+		out[typeURL] = resp.GetResources()[0].GetVersion()
+	}
+	return out
+}
+
+// readyz returns whether /readyz answers 200, and its body.
+func readyz(t *testing.T, base string) (bool, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK, string(b)
+}

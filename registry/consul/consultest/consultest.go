@@ -1,0 +1,214 @@
+// Package consultest runs a real Consul agent for tests: `consul agent -dev`
+// bound to 127.0.0.1 on free ports with its own data directory, stopped by
+// its PID. The binary comes from $CONSUL_BIN, which `make test` sets after
+// building Consul once (see tools/consul).
+package consultest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EnvBin names the environment variable holding the Consul binary's path.
+const EnvBin = "CONSUL_BIN"
+
+// SkipMessage is the one line printed when no Consul binary is available.
+const SkipMessage = "consul tests skipped: no Consul binary; `make test` builds Consul v1.22.0 once (about 12 minutes) " +
+	"and runs them, or set " + EnvBin + "=/path/to/consul"
+
+// Bin returns the Consul binary named by $CONSUL_BIN, or "" when it is not
+// set. A set variable naming a missing file is an error: under `make test`
+// Consul tests must run, never skip.
+func Bin() (string, error) {
+	bin := os.Getenv(EnvBin)
+	if bin == "" {
+		return "", nil
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s=%s: %w", EnvBin, bin, err)
+	}
+	return bin, nil
+}
+
+// Agent is a running (or stopped) `consul agent -dev`.
+type Agent struct {
+	// Addr is the HTTP API address, 127.0.0.1:port.
+	Addr    string
+	DataDir string
+	// Node is the agent's node name.
+	Node string
+
+	bin        string
+	persistent bool
+	ports      [6]int
+	logf       *os.File
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Start starts `consul agent -dev` on free ports and waits until it has a
+// leader. It is stopped at the end of the test. A dev agent keeps only its
+// own service registrations across Restart: its catalog and KV are in memory.
+func Start(tb testing.TB, bin string) *Agent {
+	tb.Helper()
+	return start(tb, bin, false)
+}
+
+// StartServer starts a single Consul server that keeps its state in its
+// data directory, as production servers do: after Restart the catalog and
+// KV are as they were. Electing a leader takes about 1.5 s.
+func StartServer(tb testing.TB, bin string) *Agent {
+	tb.Helper()
+	return start(tb, bin, true)
+}
+
+func start(tb testing.TB, bin string, persistent bool) *Agent {
+	tb.Helper()
+	a := &Agent{bin: bin, DataDir: tb.TempDir(), persistent: persistent}
+	for i := range a.ports {
+		a.ports[i] = freePort(tb)
+	}
+	a.Addr = "127.0.0.1:" + strconv.Itoa(a.ports[0])
+	a.Node = "consul-" + strconv.Itoa(a.ports[0])
+	logf, err := os.Create(filepath.Join(tb.TempDir(), "consul.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.logf = logf
+	tb.Cleanup(func() {
+		a.Stop(tb)
+		_ = logf.Close()
+		if tb.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				tb.Logf("consul log (%s):\n%s", a.Addr, tail(b, 4000))
+			}
+		}
+	})
+	a.Restart(tb)
+	return a
+}
+
+// Restart starts the agent again, on the same ports and data directory,
+// and waits until it has a leader.
+func (a *Agent) Restart(tb testing.TB) {
+	tb.Helper()
+	p := a.ports
+	mode := []string{"-dev"}
+	if a.persistent {
+		mode = []string{"-server", "-bootstrap-expect", "1", "-hcl", "performance { raft_multiplier = 1 }"}
+	}
+	args := append([]string{"agent"}, mode...)
+	args = append(args, "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-node", a.Node, "-data-dir", a.DataDir, "-log-level", "warn",
+		"-http-port", strconv.Itoa(p[0]), "-grpc-port", strconv.Itoa(p[1]), "-grpc-tls-port", "-1",
+		"-dns-port", strconv.Itoa(p[2]), "-serf-lan-port", strconv.Itoa(p[3]),
+		"-serf-wan-port", strconv.Itoa(p[4]), "-server-port", strconv.Itoa(p[5]),
+		// Each watched VIP holds two long-polls from one client address.
+		"-hcl", "limits { http_max_conns_per_client = 10000 }",
+	)
+	cmd := exec.Command(a.bin, args...)
+	cmd.Stdout, cmd.Stderr = a.logf, a.logf
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start consul: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	a.mu.Lock()
+	a.cmd, a.exited = cmd, exited
+	a.mu.Unlock()
+	if err := a.waitLeader(exited, 30*time.Second); err != nil {
+		tb.Fatalf("consul at %s: %v", a.Addr, err)
+	}
+}
+
+// waitLeader polls /v1/status/leader until the agent reports a leader.
+func (a *Agent) waitLeader(exited chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		if leader, err := a.leader(ctx); err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("consul exited before electing a leader (see its log)")
+		case <-ctx.Done():
+			return fmt.Errorf("no leader within %s", timeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) leader(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.Addr+"/v1/status/leader", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var leader string
+	if err := json.NewDecoder(resp.Body).Decode(&leader); err != nil {
+		return "", err
+	}
+	return leader, nil
+}
+
+// Stop kills the agent by its PID (SIGKILL, as a crash would) and waits
+// for it to exit. Stopping a stopped agent does nothing.
+func (a *Agent) Stop(tb testing.TB) {
+	tb.Helper()
+	a.mu.Lock()
+	cmd, exited := a.cmd, a.exited
+	a.cmd = nil
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		tb.Logf("kill consul pid %d: %v", cmd.Process.Pid, err)
+	}
+	<-exited
+}
+
+// freePort returns a port that was free on 127.0.0.1 for TCP and UDP a moment ago.
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		_ = l.Close()
+		if err == nil {
+			_ = u.Close()
+			return port
+		}
+	}
+	tb.Fatal("no free port")
+	return 0
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

@@ -1,0 +1,305 @@
+// Package consul is the registry for several stateless meshd replicas: a
+// Consul cluster is the source of truth, read through the Consul agent at
+// Options.Address with github.com/hashicorp/consul/api.
+//
+// # Mapping
+//
+// A VIP is the Consul service of the same name; an instance is one instance
+// of that service (address and port; secure port, zone, status override and
+// mesh id from the service meta keys Meta*; weight from Weights.Passing). The
+// status rules are on instanceOf. A VIP's policy is JSON at the KV key
+// <KVPrefix>/<vip>; a VIP exists while that key or a service instance does.
+//
+// # Writes
+//
+// Register registers the instance with the agent at Options.Address, with a
+// TTL check that Heartbeat renews (agent check update), so the Eureka-style
+// client flow of the embedded registry works unchanged. A missed TTL turns
+// the check critical, the instance DOWN (not routable), and Consul removes it
+// after Options.DeregisterCriticalAfter. SetStatus OUT_OF_SERVICE is Consul's
+// maintenance mode; STARTING, DOWN and DRAINING are the MetaStatus key; UP
+// clears both.
+//
+// # Watches
+//
+// Watch runs blocking queries for the watched VIP only: one on its health
+// entries and one on its KV key, each with the last index, a jittered wait
+// and backoff with jitter after errors. Lookup of a watched VIP whose two
+// queries are current serves their last result; any other Lookup is one
+// round of queries (health and KV, in parallel). Nothing on the xDS path
+// lists the catalog.
+//
+// # Outage
+//
+// A request that cannot reach Consul (transport error, 5xx, 429, timeout)
+// makes the store degraded (Health, xspace_registry_consul_degraded) and
+// wraps registry.ErrUnavailable, so discovery keeps serving the last known
+// state. While degraded, Lookups fail at once instead of waiting on a dead
+// agent, and a probe retries with backoff and jitter; the first request
+// that succeeds again ends the outage, and the watches report their VIPs
+// changed so discovery converges without a restart.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	capi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
+
+var (
+	_ registry.Store  = (*Store)(nil)
+	_ registry.Source = (*Store)(nil)
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultAddress                 = "127.0.0.1:8500"
+	DefaultKVPrefix                = "xspace/vips"
+	DefaultWaitTime                = time.Minute
+	DefaultQueryTimeout            = 2 * time.Second
+	DefaultDeregisterCriticalAfter = 10 * time.Minute
+	DefaultRetryInterval           = 250 * time.Millisecond
+	DefaultMaxRetryInterval        = 5 * time.Second
+	DefaultProbeInterval           = 5 * time.Second
+)
+
+// Options configure New. The zero value talks to a local agent.
+type Options struct {
+	// Address of the Consul agent: host:port, or http(s)://host:port.
+	Address string
+	// Token is the ACL token; empty uses CONSUL_HTTP_TOKEN or the agent's default.
+	Token string
+	// Datacenter to read and write KV in; empty means the agent's own.
+	// Registrations always go to the agent's datacenter.
+	Datacenter string
+	// KVPrefix is where VIP policies live: <KVPrefix>/<vip>.
+	KVPrefix string
+	// AllowStale lets any Consul server answer reads, not only the leader
+	// (meshd's default: true).
+	AllowStale bool
+	// WarningIsUp maps a warning check to UP rather than DOWN (meshd's default: true).
+	WarningIsUp bool
+	// WaitTime bounds one blocking query; each query waits up to 10 % less, at random.
+	WaitTime time.Duration
+	// QueryTimeout bounds every request that is not a blocking query.
+	QueryTimeout time.Duration
+	// DeregisterCriticalAfter is how long an instance registered through
+	// meshd may stay critical (e.g. missed heartbeats) before Consul removes it.
+	DeregisterCriticalAfter time.Duration
+	// RetryInterval and MaxRetryInterval bound the backoff of a failing
+	// watch and of the probe while degraded.
+	RetryInterval, MaxRetryInterval time.Duration
+	// ProbeInterval is how often an idle, healthy store checks Consul.
+	ProbeInterval time.Duration
+	// Logger receives the store's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+func withDefaults(o Options) Options {
+	if o.Address == "" {
+		o.Address = DefaultAddress
+	}
+	o.KVPrefix = strings.Trim(o.KVPrefix, "/")
+	if o.KVPrefix == "" {
+		o.KVPrefix = DefaultKVPrefix
+	}
+	setDefault(&o.WaitTime, DefaultWaitTime)
+	setDefault(&o.QueryTimeout, DefaultQueryTimeout)
+	setDefault(&o.DeregisterCriticalAfter, DefaultDeregisterCriticalAfter)
+	setDefault(&o.RetryInterval, DefaultRetryInterval)
+	setDefault(&o.MaxRetryInterval, DefaultMaxRetryInterval)
+	o.MaxRetryInterval = max(o.MaxRetryInterval, o.RetryInterval)
+	setDefault(&o.ProbeInterval, DefaultProbeInterval)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// Store is the Consul registry. It implements registry.Store and
+// registry.Source. Close it to stop its watches and probe.
+type Store struct {
+	client  *capi.Client
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+
+	health healthState
+
+	watchMu sync.Mutex
+	watches map[string]*watch
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New returns a store on the Consul agent at opts.Address. It does not fail
+// when Consul is unreachable: it starts degraded and recovers on its own,
+// so replicas can start before Consul does.
+func New(opts Options) (*Store, error) {
+	opts = withDefaults(opts)
+	if err := checkAddress(opts.Address); err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// Every watched VIP holds two long-polls; keep their connections for reuse.
+	transport.MaxIdleConns = 0
+	transport.MaxIdleConnsPerHost = 4096
+	client, err := capi.NewClient(&capi.Config{
+		Address: opts.Address, Token: opts.Token, Datacenter: opts.Datacenter, Transport: transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul: client for %s: %w", opts.Address, err)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("consul: register metrics: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		client:  client,
+		opts:    opts,
+		log:     opts.Logger.With("component", "registry", "registry", "consul"),
+		metrics: m,
+		watches: make(map[string]*watch),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	s.health.wake = make(chan struct{}, 1)
+	if err := s.probe(); err != nil {
+		s.log.Warn("consul is not reachable yet; starting degraded", "address", opts.Address, "error", err)
+	} else {
+		s.log.Info("consul reachable", "address", opts.Address, "kv_prefix", opts.KVPrefix, "stale_reads", opts.AllowStale)
+	}
+	s.wg.Add(1)
+	go s.probeLoop()
+	return s, nil
+}
+
+// checkAddress rejects an address the client would misread.
+func checkAddress(addr string) error {
+	hostPort := addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		if scheme != "http" && scheme != "https" {
+			return fmt.Errorf("consul: address %q: scheme must be http or https", addr)
+		}
+		hostPort = rest
+	}
+	if hostPort == "" || strings.ContainsAny(hostPort, "/?#") {
+		return fmt.Errorf("consul: address %q: use host:port or http(s)://host:port", addr)
+	}
+	return nil
+}
+
+// Close stops every watch and the probe, and unregisters the metrics.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.metrics.unregister()
+	})
+	return nil
+}
+
+// key is the KV key of a VIP's policy.
+func (s *Store) key(vip string) string { return s.opts.KVPrefix + "/" + vip }
+
+// queryOptions returns read options bound to ctx.
+func (s *Store) queryOptions(ctx context.Context) *capi.QueryOptions {
+	q := &capi.QueryOptions{AllowStale: s.opts.AllowStale, Datacenter: s.opts.Datacenter}
+	return q.WithContext(ctx)
+}
+
+// consistentOptions returns read options for a write's own reads, which
+// must not be stale (a DeleteVIP must see an instance registered just before).
+func (s *Store) consistentOptions(ctx context.Context) *capi.QueryOptions {
+	q := &capi.QueryOptions{Datacenter: s.opts.Datacenter}
+	return q.WithContext(ctx)
+}
+
+func (s *Store) writeOptions(ctx context.Context) *capi.WriteOptions {
+	w := &capi.WriteOptions{Datacenter: s.opts.Datacenter}
+	return w.WithContext(ctx)
+}
+
+// call runs one request to Consul bounded by QueryTimeout and records its
+// outcome: metrics, and the degraded state when Consul could not answer.
+func (s *Store) call(ctx context.Context, op string, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
+	defer cancel()
+	start := time.Now()
+	err := f(ctx)
+	s.record(op, start, err)
+	return err
+}
+
+// record counts one request and updates the degraded state from its outcome.
+func (s *Store) record(op string, start time.Time, err error) {
+	s.metrics.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.metrics.requests.WithLabelValues(op, result).Inc()
+	switch {
+	case err == nil:
+		s.succeeded()
+	case unreachable(err):
+		s.failed(err)
+	default:
+		s.health.touch() // Consul answered, if only to refuse
+	}
+}
+
+// unreachable reports whether err means Consul could not answer: a
+// transport error, a timeout, or a 5xx/429. An ACL refusal or a bad request
+// is an answer. A cancellation by our own caller says nothing about Consul.
+func unreachable(err error) bool {
+	var se capi.StatusError
+	switch {
+	case errors.As(err, &se):
+		return se.Code >= 500 || se.Code == http.StatusTooManyRequests
+	case errors.Is(err, context.Canceled):
+		return false
+	}
+	return true
+}
+
+// wrap adds context to an error from Consul, and registry.ErrUnavailable
+// when Consul could not answer.
+func wrap(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	if unreachable(err) {
+		return fmt.Errorf("consul: %s: %w: %w", what, registry.ErrUnavailable, err)
+	}
+	return fmt.Errorf("consul: %s: %w", what, err)
+}
+
+// statusCode returns the HTTP status of a Consul refusal, or 0.
+func statusCode(err error) int {
+	var se capi.StatusError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
