@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ type Config struct {
 	HTTP      HTTP      `json:"http"`
 	Registry  Registry  `json:"registry"`
 	Discovery Discovery `json:"discovery"`
+	Secrets   Secrets   `json:"secrets"`
 }
 
 // Log configures structured logging.
@@ -44,6 +46,22 @@ type XDS struct {
 	// reconnecting fleet queues instead of arriving at once.
 	AdmissionRate  float64 `json:"admission_rate"`
 	AdmissionBurst int     `json:"admission_burst"`
+	// TokenKeyring is the file of keys that sign and verify streams' bearer
+	// tokens; empty means <data_dir>/tokens.yaml, created on first start.
+	// Replicas must share one file.
+	TokenKeyring string `json:"token_keyring"`
+	// AllowUnauthenticated admits streams that present no token, for
+	// development: they receive clusters but never an identity secret. Set
+	// it to false in production. An invalid token is refused either way.
+	AllowUnauthenticated bool `json:"allow_unauthenticated"`
+}
+
+// Keyring returns the token keyring's path.
+func (c Config) Keyring() string {
+	if c.XDS.TokenKeyring != "" {
+		return c.XDS.TokenKeyring
+	}
+	return filepath.Join(c.DataDir, "tokens.yaml")
 }
 
 // HTTP configures the REST API, metrics, health and debug server.
@@ -127,7 +145,7 @@ func Defaults() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     Log{Level: "info", Format: "text"},
-		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000},
+		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000, AllowUnauthenticated: true},
 		HTTP:    HTTP{Address: "127.0.0.1:18080"},
 		Registry: Registry{
 			Type:     "embedded",
@@ -143,6 +161,7 @@ func Defaults() Config {
 		Discovery: Discovery{
 			Grace: registry.Duration(5 * time.Minute),
 		},
+		Secrets: DefaultSecrets(),
 	}
 }
 
@@ -187,7 +206,7 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
 	}
-	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate())
+	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate(), c.Secrets.validate())
 	if c.XDS.Address == c.HTTP.Address && !strings.HasSuffix(c.XDS.Address, ":0") {
 		errs = append(errs, fmt.Errorf("http.address: %s is also xds.address; use two ports", c.HTTP.Address))
 	}
