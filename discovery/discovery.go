@@ -184,7 +184,7 @@ func (d *Discovery) result(v *vip, secure bool) string {
 	switch {
 	case v.err != nil && !v.found:
 		return resultError
-	case !v.found || secure || !v.last.VIP.Policy.PlaintextAllowed():
+	case !v.found || (!secure && !v.last.VIP.Policy.PlaintextAllowed()):
 		return resultNotFound
 	}
 	return resultFound

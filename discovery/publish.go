@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/prisma-systems/xspace-mesh/names"
@@ -63,18 +65,23 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 	return time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
 }
 
-// publish translates one VIP and puts its Cluster and ClusterLoadAssignment
-// in the cache in one step: the endpoints are ready before any proxy
-// receives the cluster, and a changed cluster also gets a new endpoints
-// version, which Envoy needs to finish warming it. A VIP whose translation
-// does not validate keeps its previous resources.
+// publish translates one VIP into its mutual-TLS cluster and, when its
+// policy allows plaintext, its plaintext cluster.
 func (d *Discovery) publish(name string, svc registry.Service) {
+	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc))
 	if !svc.VIP.Policy.PlaintextAllowed() {
-		d.publishAbsent(name)
+		d.publishAbsentPair(names.Cluster(name, false))
 		return
 	}
-	cluster := translate.Cluster(svc.VIP)
-	cla := translate.ClusterLoadAssignment(svc)
+	d.publishPair(name, translate.Cluster(svc.VIP), translate.ClusterLoadAssignment(svc))
+}
+
+// publishPair puts a Cluster and its ClusterLoadAssignment in the cache in
+// one step: the endpoints are ready before any proxy receives the cluster,
+// and a changed cluster also gets a new endpoints version, which Envoy needs
+// to finish warming it. A pair that does not validate keeps its previous
+// resources.
+func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) {
 	err := cluster.Validate()
 	if err == nil {
 		err = cla.Validate()
@@ -91,24 +98,31 @@ func (d *Discovery) publish(name string, svc registry.Service) {
 	}
 }
 
-// publishAbsent records that a VIP's plaintext cluster does not exist, so
-// subscribers are told at once and told again if it comes back.
+// publishAbsent records that a VIP's clusters do not exist, so subscribers
+// are told at once and told again if they come back.
 func (d *Discovery) publishAbsent(name string) {
-	cluster := names.Cluster(name, false)
+	for _, secure := range []bool{false, true} {
+		d.publishAbsentPair(names.Cluster(name, secure))
+	}
+}
+
+func (d *Discovery) publishAbsentPair(cluster string) {
 	err := d.pub.Update(
 		cache.Item{TypeURL: resource.ClusterType, Name: cluster},
 		cache.Item{TypeURL: resource.EndpointType, Name: cluster},
 	)
 	if err != nil {
-		d.log.Error("publishing absence", "vip", name, "error", err)
+		d.log.Error("publishing absence", "cluster", cluster, "error", err)
 	}
 }
 
 // unpublish forgets a VIP's resources when no stream holds it any more.
 func (d *Discovery) unpublish(name string) {
-	cluster := names.Cluster(name, false)
-	d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
-	d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
+	for _, secure := range []bool{false, true} {
+		cluster := names.Cluster(name, secure)
+		d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
+		d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
+	}
 }
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.

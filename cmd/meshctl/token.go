@@ -19,7 +19,7 @@ authenticated stream receives its service's identity certificate over SDS,
 which mutual-TLS (.svip) clusters need.`,
 		Example: `  meshctl token issue --service payments --ttl 720h`,
 		Args:    cobra.ArbitraryArgs,
-		RunE:  groupRun,
+		RunE:    groupRun,
 	}
 	group.AddCommand(a.tokenIssueCommand())
 	return group

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,8 +43,8 @@ func TestTwoReplicasOnOneConsul(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := startMeshdWithConfig(t, meshdBin, cfg)
-	b := startMeshdWithConfig(t, meshdBin, cfg)
+	a := startMeshd(t, meshdBin, t.TempDir(), "--config", cfg)
+	b := startMeshd(t, meshdBin, t.TempDir(), "--config", cfg)
 	ctx := context.Background()
 	ca, cb := api.NewClient(a.http, nil), api.NewClient(b.http, nil)
 
@@ -107,45 +104,6 @@ func waitReady(t *testing.T, base string, want bool, detail string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// startMeshdWithConfig starts meshd with a config file, as startMeshd does
-// with flags only.
-func startMeshdWithConfig(t *testing.T, bin, cfg string) *process {
-	t.Helper()
-	cmd := exec.Command(bin, "--config", cfg, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
-		"--http-address", "127.0.0.1:0", "--log-format", "json")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.exited })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct{ Msg, XDS, HTTP string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "meshd is serving" {
-				p.xds, p.http = line.XDS, line.HTTP
-				close(ready)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("meshd exited before serving: %v", p.err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("meshd did not report serving within 10s")
-	}
-	return p
 }
 
 func resolveVia(t *testing.T, xdsAddr string) probe.Result {

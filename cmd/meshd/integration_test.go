@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,12 +41,26 @@ type process struct {
 	xds, http string
 	exited    chan struct{} // closed when the process has exited
 	err       error         // its exit status, once exited is closed
+
+	mu  sync.Mutex
+	log strings.Builder // everything meshd logged
 }
 
-func startMeshd(t *testing.T, bin, dataDir string) *process {
+// logged returns what meshd has logged so far.
+func (p *process) logged() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// startMeshd starts meshd on dataDir and free ports, with more flags if
+// given, and waits until it reports where it serves.
+func startMeshd(t *testing.T, bin, dataDir string, flags ...string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-dir", dataDir, "--xds-address", "127.0.0.1:0",
-		"--http-address", "127.0.0.1:0", "--log-format", "json")
+	cmd := exec.Command(bin, append([]string{
+		"--data-dir", dataDir, "--xds-address", "127.0.0.1:0",
+		"--http-address", "127.0.0.1:0", "--log-format", "json",
+	}, flags...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +74,10 @@ func startMeshd(t *testing.T, bin, dataDir string) *process {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.mu.Lock()
+			p.log.Write(sc.Bytes())
+			p.log.WriteByte('\n')
+			p.mu.Unlock()
 			var line struct{ Msg, XDS, HTTP string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "meshd is serving" {
 				p.xds, p.http = line.XDS, line.HTTP
@@ -72,7 +91,7 @@ func startMeshd(t *testing.T, bin, dataDir string) *process {
 	select {
 	case <-ready:
 	case <-p.exited:
-		t.Fatalf("meshd exited before serving: %v", p.err)
+		t.Fatalf("meshd exited before serving: %v\n%s", p.err, p.logged())
 	case <-time.After(10 * time.Second):
 		t.Fatal("meshd did not report serving within 10s")
 	}

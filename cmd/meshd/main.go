@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -157,11 +158,20 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}()
 	store := backend.store
 
+	id, err := openIdentity(cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	go id.run(ctx)
+
 	xdsCache := cache.New(server.Types...)
+	xdsCache.Scope(resource.SecretType, server.AuthenticatedService)
 	disc := discovery.New(backend.source, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
 	go disc.Run(ctx)
 	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
 		Logger: logger, Registerer: reg,
+		Authenticator: id.keyring, AllowUnauthenticated: cfg.XDS.AllowUnauthenticated,
+		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
 		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
 	})
 
@@ -182,6 +192,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			Proxies: xdsServer, VIPs: disc, Config: cfg,
 			Checks: map[string]func() ops.Check{
 				"registry": backend.check,
+				"secrets":  id.check,
 				"xds":      func() ops.Check { return ops.Check{OK: serving.Load()} },
 			},
 		}),

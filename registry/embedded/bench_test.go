@@ -20,7 +20,7 @@ func BenchmarkLookup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if h := s.Health(); h.VIPs != vips {
 		b.Fatalf("loaded %d VIPs, want %d", h.VIPs, vips)
 	}

@@ -73,15 +73,15 @@ func TestNotServedNamesAreRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := m.delta(t, "orders-1")
-	// .svip is not served until secrets land; plaintext-forbidden VIPs have
-	// no .vip; names that are not clusters of a VIP do not exist.
-	c.subscribe(cds, "payments.svip", "vault.vip", "not-a-cluster", "UPPER.vip")
+	// Plaintext-forbidden VIPs have no .vip (their .svip is served); names
+	// that are not clusters of a VIP do not exist.
+	c.subscribe(cds, "payments.svip", "vault.vip", "vault.svip", "not-a-cluster", "UPPER.vip")
 	r := c.recv()
-	want := []string{"UPPER.vip", "not-a-cluster", "payments.svip", "vault.vip"}
-	if len(r.GetResources()) != 0 || !slices.Equal(r.GetRemovedResources(), want) {
-		t.Fatalf("got resources %v removed %v; want removed %v", resourceNames(r), r.GetRemovedResources(), want)
+	want := []string{"UPPER.vip", "not-a-cluster", "vault.vip"}
+	if got := resourceNames(r); !slices.Equal(got, []string{"payments.svip", "vault.svip"}) || !slices.Equal(r.GetRemovedResources(), want) {
+		t.Fatalf("got resources %v removed %v; want [payments.svip vault.svip] and removed %v", got, r.GetRemovedResources(), want)
 	}
-	if got := metricValue(t, m.reg, "xspace_discovery_lookups_total", "result", "not_found"); got != 4 {
-		t.Fatalf("not_found lookups = %v, want 4", got)
+	if got := metricValue(t, m.reg, "xspace_discovery_lookups_total", "result", "not_found"); got != 3 {
+		t.Fatalf("not_found lookups = %v, want 3", got)
 	}
 }

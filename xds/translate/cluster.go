@@ -37,8 +37,11 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 // cluster, lives here. Whether the plaintext cluster is served at all
 // (policy.plaintext) is discovery's decision; Cluster translates regardless.
 func Cluster(v registry.VIP) *clusterv3.Cluster {
-	p := v.Policy.Normalize()
-	name := names.Cluster(v.Name, false)
+	return cluster(v.Name, v.Policy.Normalize(), false)
+}
+
+func cluster(vip string, p registry.Policy, secure bool) *clusterv3.Cluster {
+	name := names.Cluster(vip, secure)
 	return &clusterv3.Cluster{
 		Name:                          name,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},

@@ -24,9 +24,27 @@ const metadataNamespace = "xspace"
 // A VIP with no routable instance yields an assignment with no endpoints,
 // which is valid: Envoy answers 503 "no healthy upstream" rather than waiting.
 func ClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAssignment {
+	return clusterLoadAssignment(svc, false)
+}
+
+// SecureClusterLoadAssignment returns the endpoints of "<vip>.svip": the
+// same instances as ClusterLoadAssignment, at their secure ports. An
+// instance that registered no secure port is not part of the secure cluster.
+func SecureClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAssignment {
+	return clusterLoadAssignment(svc, true)
+}
+
+func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.ClusterLoadAssignment {
 	routable := make([]registry.Instance, 0, len(svc.Instances))
 	for _, inst := range svc.Instances {
-		if inst = inst.Normalize(); routableStatus(inst.Status) {
+		inst = inst.Normalize()
+		if secure {
+			if inst.SecurePort == 0 {
+				continue
+			}
+			inst.Port = inst.SecurePort
+		}
+		if routableStatus(inst.Status) {
 			routable = append(routable, inst)
 		}
 	}
@@ -38,7 +56,7 @@ func ClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAssignme
 			cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 	})
 
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: names.Cluster(svc.VIP.Name, false)}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: names.Cluster(svc.VIP.Name, secure)}
 	var locality *endpointv3.LocalityLbEndpoints
 	for _, inst := range routable {
 		if locality == nil || locality.GetLocality().GetZone() != inst.Zone {

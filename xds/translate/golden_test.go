@@ -67,8 +67,8 @@ func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 	t.Helper()
 	clusters, endpoints := outputFiles(c.name)
 	return map[string][]byte{
-		clusters:  resourcesYAML(t, Cluster(c.svc.VIP)),
-		endpoints: resourcesYAML(t, ClusterLoadAssignment(c.svc)),
+		clusters:  resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
+		endpoints: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
 	}
 }
 

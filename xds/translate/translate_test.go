@@ -26,6 +26,12 @@ func TestValidate(t *testing.T) {
 	for _, c := range loadCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			cluster := Cluster(c.svc.VIP)
+			if err := SecureCluster(c.svc.VIP).Validate(); err != nil {
+				t.Errorf("secure cluster: %v", err)
+			}
+			if err := SecureClusterLoadAssignment(c.svc).Validate(); err != nil {
+				t.Errorf("secure endpoints: %v", err)
+			}
 			if err := cluster.Validate(); err != nil {
 				t.Errorf("Cluster: %v", err)
 			}
