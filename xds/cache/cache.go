@@ -61,14 +61,25 @@ type typeState struct {
 }
 
 // keys are where a stream with node looks name up, in order: under its
-// scope, then unscoped.
+// scope, then unscoped. In a scoped type every key, the shared ones too,
+// is scope + NUL + name, so no name a client chooses can reach into another
+// scope: a scope is a service name, which holds no NUL.
 func (ts *typeState) keys(node *corev3.Node, name string) []string {
-	if ts.scope != nil {
-		if s := ts.scope(node); s != "" {
-			return []string{scopedKey(s, name), name}
-		}
+	if ts.scope == nil {
+		return []string{name}
 	}
-	return []string{name}
+	if s := ts.scope(node); s != "" {
+		return []string{scopedKey(s, name), scopedKey("", name)}
+	}
+	return []string{scopedKey("", name)}
+}
+
+// key is where an item is stored.
+func (ts *typeState) key(it Item) string {
+	if ts.scope == nil {
+		return it.Name
+	}
+	return scopedKey(it.Scope, it.Name)
 }
 
 // lookup returns what a stream with node sees under name, or nil (unknown).
@@ -149,13 +160,6 @@ type Item struct {
 	Scope string
 }
 
-func (it Item) key() string {
-	if it.Scope == "" {
-		return it.Name
-	}
-	return scopedKey(it.Scope, it.Name)
-}
-
 // Update publishes items in one step and then wakes their subscribers in
 // the order given. An item's version covers its own encoding and the
 // versions of the items before it: list a resource that depends on another
@@ -184,16 +188,17 @@ func (c *Cache) Update(items ...Item) error {
 		case it.Scope != "" && ts.scope == nil:
 			return fmt.Errorf("cache: %q has a scope but type %s is not scoped", it.Name, it.TypeURL)
 		}
-		if old := ts.resources[it.key()]; old == nil || old.version != entries[i].version {
+		if old := ts.resources[ts.key(it)]; old == nil || old.version != entries[i].version {
 			changed = append(changed, i)
 		}
 	}
 	for _, i := range changed {
 		ts := c.types[items[i].TypeURL]
-		ts.resources[items[i].key()] = entries[i]
+		ts.resources[ts.key(items[i])] = entries[i]
 	}
 	for _, i := range changed {
-		c.wake(c.types[items[i].TypeURL], items[i].key())
+		ts := c.types[items[i].TypeURL]
+		c.wake(ts, ts.key(items[i]))
 	}
 	return nil
 }
@@ -204,7 +209,7 @@ func (c *Cache) Delete(it Item) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ts := c.types[it.TypeURL]; ts != nil {
-		delete(ts.resources, it.key())
+		delete(ts.resources, ts.key(it))
 	}
 }
 
@@ -213,7 +218,7 @@ func (c *Cache) Version(it Item) (version string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ts := c.types[it.TypeURL]; ts != nil {
-		if e := ts.resources[it.key()]; e != nil {
+		if e := ts.resources[ts.key(it)]; e != nil {
 			return e.version, true
 		}
 	}

@@ -308,6 +308,19 @@ func TestScopedSecrets(t *testing.T) {
 	if names, removed, _, _ = anonymous.take(); !slices.Equal(removed, []string{"identity"}) {
 		t.Fatalf("an unscoped stream sees %v removed %v", names, removed)
 	}
+	// No name reaches into another scope, however it is spelled.
+	for _, scope := range []string{"orders", ""} {
+		for _, crafted := range []string{"payments\x00identity", "\x00identity", "payments/identity"} {
+			s := &stream{t: t, c: c, typ: sds, sub: gcpstream.NewDeltaSubscription(nil, nil, nil, false), ch: make(chan gcpcache.DeltaResponse, 4)}
+			s.sub.UpdateResourceSubscriptions([]string{crafted}, nil)
+			req := &gcpcache.DeltaRequest{TypeUrl: sds, Node: nodeOf(scope), ResourceNamesSubscribe: []string{crafted}}
+			cancel, _ := c.CreateDeltaWatch(req, &s.sub, s.ch)
+			t.Cleanup(cancel)
+			if names, _, _, _ := s.take(); len(names) != 0 {
+				t.Fatalf("scope %q subscribing to %q was sent %v", scope, crafted, names)
+			}
+		}
+	}
 
 	// Rotating payments' identity reaches payments only.
 	reopen := func(s *stream, service string) {
