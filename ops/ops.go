@@ -17,6 +17,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
@@ -32,6 +33,9 @@ type ProxyLister interface{ Proxies() []server.Proxy }
 // VIPWatcher lists the VIPs discovery watches.
 type VIPWatcher interface{ Watched() []discovery.WatchedVIP }
 
+// CertLister lists the identity certificates held, without their keys.
+type CertLister interface{ Certificates() []secrets.CertInfo }
+
 // Deps is what the HTTP surface serves from.
 type Deps struct {
 	Logger   *slog.Logger
@@ -40,6 +44,8 @@ type Deps struct {
 	Store    registry.Store
 	Proxies  ProxyLister
 	VIPs     VIPWatcher
+	// Certs, when set, is listed at /debug/secrets.
+	Certs CertLister
 	// Checks are evaluated on every /readyz; all must be OK for 200.
 	Checks map[string]func() Check
 	// Config is shown at /debug/config.
@@ -57,12 +63,13 @@ func Handler(d Deps) http.Handler {
 	mux.Handle("/readyz", getOnly(http.HandlerFunc(d.readyz)))
 	mux.Handle(api.ProxiesPath, getOnly(http.HandlerFunc(d.proxies)))
 	mux.Handle(api.VIPStatsPath, getOnly(http.HandlerFunc(d.vips)))
+	mux.Handle("/debug/secrets", getOnly(http.HandlerFunc(d.secrets)))
 	mux.Handle("/debug/config", getOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, d.Config)
 	})))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, api.CodeNotFound,
-			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/proxies, /debug/vips, /debug/config", "")
+			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/proxies, /debug/vips, /debug/secrets, /debug/config", "")
 	})
 	return mux
 }
@@ -92,6 +99,16 @@ func (d Deps) readyz(w http.ResponseWriter, _ *http.Request) {
 		status = http.StatusServiceUnavailable
 	}
 	api.WriteJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+}
+
+// secrets lists every identity certificate held: service, serial, expiry,
+// renewal state. Never a key.
+func (d Deps) secrets(w http.ResponseWriter, _ *http.Request) {
+	certs := []secrets.CertInfo{}
+	if d.Certs != nil {
+		certs = d.Certs.Certificates()
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"certificates": certs})
 }
 
 func (d Deps) proxies(w http.ResponseWriter, _ *http.Request) {

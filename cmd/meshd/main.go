@@ -189,7 +189,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	httpServer := &http.Server{
 		Handler: ops.Handler(ops.Deps{
 			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
-			Proxies: xdsServer, VIPs: disc, Config: cfg,
+			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg,
 			Checks: map[string]func() ops.Check{
 				"registry": backend.check,
 				"secrets":  id.check,

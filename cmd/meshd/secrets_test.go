@@ -39,7 +39,7 @@ func TestPrivateKeysStayOutOfLogsDebugAndMetrics(t *testing.T) {
 	keyBody := strings.Split(strings.TrimSpace(key), "\n")[1] // a line of the key's base64
 
 	exposed := p.logged()
-	for _, path := range []string{"/debug/proxies", "/debug/vips", "/debug/config", "/metrics", "/readyz"} {
+	for _, path := range []string{"/debug/proxies", "/debug/vips", "/debug/secrets", "/debug/config", "/metrics", "/readyz"} {
 		resp, err := http.Get(server + path)
 		if err != nil {
 			t.Fatal(err)
@@ -52,6 +52,10 @@ func TestPrivateKeysStayOutOfLogsDebugAndMetrics(t *testing.T) {
 		if strings.Contains(exposed, secret) {
 			t.Fatalf("meshd exposes %.30q in its log, debug endpoints or metrics", secret)
 		}
+	}
+	// The certificate itself is listed, with its expiry, for people.
+	if !strings.Contains(exposed, `"service":"payments"`) || !strings.Contains(exposed, `"not_after"`) {
+		t.Fatal("/debug/secrets does not list payments' certificate and its expiry")
 	}
 }
 
