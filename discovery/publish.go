@@ -53,6 +53,15 @@ func (d *Discovery) resolve(v *vip) {
 	d.publish(v.name, svc)
 }
 
+// proxylessGRPC reports whether a VIP is served to proxyless gRPC clients:
+// an API listener and a route configuration lead them to its plaintext
+// cluster. Only gRPC VIPs that allow plaintext are; for any other VIP the
+// listener and route are published as absent.
+func proxylessGRPC(svc registry.Service) bool {
+	p := svc.VIP.Policy.Normalize()
+	return p.Protocol == registry.GRPC && p.PlaintextAllowed()
+}
+
 // retryAfter is the backoff after n consecutive failures: doubling from
 // RetryInterval up to MaxRetryInterval, with +-20 % jitter so that VIPs that
 // failed together do not retry together.
@@ -66,14 +75,45 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 }
 
 // publish translates one VIP into its mutual-TLS cluster and, when its
-// policy allows plaintext, its plaintext cluster.
+// policy allows plaintext, its plaintext cluster, with the API listener and
+// route configuration of proxyless gRPC for gRPC VIPs.
 func (d *Discovery) publish(name string, svc registry.Service) {
-	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc))
+	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc), nil)
+	plain := names.Cluster(name, false)
 	if !svc.VIP.Policy.PlaintextAllowed() {
-		d.publishAbsentPair(names.Cluster(name, false))
+		d.update(name, append(grpcAbsent(plain), absentPair(plain)...))
 		return
 	}
-	d.publishPair(name, translate.Cluster(svc.VIP), translate.ClusterLoadAssignment(svc))
+	grpc := grpcAbsent(plain)
+	if proxylessGRPC(svc) {
+		route, listener := translate.RouteConfiguration(svc.VIP), translate.APIListener(svc.VIP)
+		if err := validateAll(route, listener); err != nil {
+			d.metrics.translateErrors.Inc()
+			d.log.Error("API listener not published; gRPC clients keep the previous one", "vip", name, "error", fmt.Errorf("translate: %w", err))
+			grpc = nil
+		} else {
+			grpc = []cache.Item{
+				{TypeURL: resource.RouteType, Name: route.GetName(), Msg: route},
+				{TypeURL: resource.ListenerType, Name: listener.GetName(), Msg: listener},
+			}
+		}
+	}
+	d.publishPair(name, translate.Cluster(svc.VIP), translate.ClusterLoadAssignment(svc), grpc)
+}
+
+// validateAll returns the first error of resources' own validation.
+func validateAll(msgs ...interface{ Validate() error }) error {
+	for _, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// grpcAbsent are the tombstones of a plaintext cluster's API listener and route.
+func grpcAbsent(cluster string) []cache.Item {
+	return []cache.Item{{TypeURL: resource.RouteType, Name: cluster}, {TypeURL: resource.ListenerType, Name: cluster}}
 }
 
 // publishPair puts a Cluster and its ClusterLoadAssignment in the cache in
@@ -81,16 +121,19 @@ func (d *Discovery) publish(name string, svc registry.Service) {
 // and a changed cluster also gets a new endpoints version, which Envoy needs
 // to finish warming it. A pair that does not validate keeps its previous
 // resources.
-func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) {
-	err := cluster.Validate()
+//
+// grpc (the route configuration and API listener, or their tombstones) is
+// published in the same step, so a gRPC client that receives the listener
+// finds everything it leads to. It goes first: an item's version covers the
+// items before it, and listing it after the pair would re-send the listener
+// and route to every gRPC client on each endpoint change.
+func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, grpc []cache.Item) {
+	err := validateAll(cluster, cla)
 	if err == nil {
-		err = cla.Validate()
-	}
-	if err == nil {
-		err = d.pub.Update(
+		err = d.pub.Update(append(grpc,
 			cache.Item{TypeURL: resource.ClusterType, Name: cluster.GetName(), Msg: cluster},
 			cache.Item{TypeURL: resource.EndpointType, Name: cla.GetClusterName(), Msg: cla},
-		)
+		)...)
 	}
 	if err != nil {
 		d.metrics.translateErrors.Inc()
@@ -98,21 +141,22 @@ func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *en
 	}
 }
 
-// publishAbsent records that a VIP's clusters do not exist, so subscribers
-// are told at once and told again if they come back.
+// publishAbsent records that a VIP's resources do not exist, so
+// subscribers are told at once and told again if they come back.
 func (d *Discovery) publishAbsent(name string) {
-	for _, secure := range []bool{false, true} {
-		d.publishAbsentPair(names.Cluster(name, secure))
-	}
+	plain := names.Cluster(name, false)
+	d.update(name, append(grpcAbsent(plain), absentPair(plain)...))
+	d.update(name, absentPair(names.Cluster(name, true)))
 }
 
-func (d *Discovery) publishAbsentPair(cluster string) {
-	err := d.pub.Update(
-		cache.Item{TypeURL: resource.ClusterType, Name: cluster},
-		cache.Item{TypeURL: resource.EndpointType, Name: cluster},
-	)
-	if err != nil {
-		d.log.Error("publishing absence", "cluster", cluster, "error", err)
+// absentPair are the tombstones of a cluster and its endpoints.
+func absentPair(cluster string) []cache.Item {
+	return []cache.Item{{TypeURL: resource.ClusterType, Name: cluster}, {TypeURL: resource.EndpointType, Name: cluster}}
+}
+
+func (d *Discovery) update(name string, items []cache.Item) {
+	if err := d.pub.Update(items...); err != nil {
+		d.log.Error("publishing", "vip", name, "error", err)
 	}
 }
 
@@ -123,6 +167,9 @@ func (d *Discovery) unpublish(name string) {
 		d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
 		d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
 	}
+	plain := names.Cluster(name, false)
+	d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: plain})
+	d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: plain})
 }
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.

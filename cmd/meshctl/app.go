@@ -94,7 +94,8 @@ code 1; a wrong command line exits with code 2.`,
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each request to the server")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
-	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.resolveCommand(), a.tokenCommand())
+	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.resolveCommand(), a.tokenCommand(),
+		a.bootstrapCommand())
 	return root
 }
 

@@ -44,9 +44,12 @@ func (st *streamState) requestType(typeURL string) string {
 }
 
 // onDemand reports whether subscriptions of a type are resolved on demand.
+// Listener and route names are cluster names (a gRPC client dialling
+// "xds:///payments.vip" asks for the listener "payments.vip"), so they are
+// acquired from the resolver like clusters.
 func (s *Server) onDemand(typeURL string) bool {
 	switch typeURL {
-	case resource.ClusterType, resource.EndpointType:
+	case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType:
 		return true
 	case resource.SecretType:
 		return s.opts.Secrets != nil

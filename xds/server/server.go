@@ -27,7 +27,11 @@ import (
 )
 
 // Types are the resource types the server serves; the cache serves the same.
-var Types = []string{resource.ClusterType, resource.EndpointType, resource.SecretType}
+// Listeners and route configurations are the API listeners and routes of
+// proxyless gRPC clients, named like the clusters they lead to.
+var Types = []string{
+	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType,
+}
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
 // subscription is answered, and lets go of them when no longer needed.

@@ -21,6 +21,11 @@ const metadataNamespace = "xspace"
 // Instances are grouped into one LocalityLbEndpoints per zone (the empty zone
 // is a locality of its own), localities sorted by zone and endpoints by
 // instance id. Only UP and DRAINING instances are sent; see routableStatus.
+// Each locality's load_balancing_weight is the sum of its endpoints' weights:
+// gRPC's xDS client ignores a locality without a weight (so it would find no
+// endpoints at all) and splits traffic between localities by these weights
+// before it picks an endpoint within one; Envoy uses them only with locality
+// weighted load balancing, which mesh clusters do not enable.
 // A VIP with no routable instance yields an assignment with no endpoints,
 // which is valid: Envoy answers 503 "no healthy upstream" rather than waiting.
 func ClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAssignment {
@@ -64,6 +69,7 @@ func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.Cluste
 			cla.Endpoints = append(cla.Endpoints, locality)
 		}
 		locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(inst))
+		locality.LoadBalancingWeight = u32(locality.GetLoadBalancingWeight().GetValue() + inst.Weight)
 	}
 	return cla
 }

@@ -58,17 +58,19 @@ func loadCases(t testing.TB) []goldenCase {
 }
 
 // outputFiles are the files under testdata/out that a case produces.
-func outputFiles(name string) (clusters, endpoints string) {
-	return name + ".clusters.yaml", name + ".endpoints.yaml"
+func outputFiles(name string) []string {
+	return []string{name + ".clusters.yaml", name + ".endpoints.yaml", name + ".listeners.yaml", name + ".routes.yaml"}
 }
 
 // goldenFiles renders a case's outputs, keyed by file name under testdata/out.
 func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 	t.Helper()
-	clusters, endpoints := outputFiles(c.name)
+	files := outputFiles(c.name)
 	return map[string][]byte{
-		clusters:  resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
-		endpoints: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
+		files[0]: resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
+		files[1]: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
+		files[2]: resourcesYAML(t, APIListener(c.svc.VIP)),
+		files[3]: resourcesYAML(t, RouteConfiguration(c.svc.VIP)),
 	}
 }
 
@@ -79,8 +81,9 @@ func TestGolden(t *testing.T) {
 	cases := loadCases(t)
 	want := map[string]bool{}
 	for _, c := range cases {
-		clusters, endpoints := outputFiles(c.name)
-		want[clusters], want[endpoints] = true, true
+		for _, f := range outputFiles(c.name) {
+			want[f] = true
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -137,6 +140,11 @@ func resourcesYAML(t *testing.T, msgs ...proto.Message) []byte {
 	slices.SortFunc(msgs, func(a, b proto.Message) int { return cmp.Compare(resourceName(a), resourceName(b)) })
 	list := make([]json.RawMessage, 0, len(msgs))
 	for _, m := range msgs {
+		if v, ok := m.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				t.Errorf("%s does not validate: %v", resourceName(m), err)
+			}
+		}
 		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 		if err != nil {
 			t.Fatalf("marshal %T: %v", m, err)

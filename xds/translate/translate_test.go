@@ -181,7 +181,8 @@ func TestEndpointHealth(t *testing.T) {
 // written out in full rather than built with lbEndpoint.
 func oneEndpoint(health corev3.HealthStatus) []*endpointv3.LocalityLbEndpoints {
 	return []*endpointv3.LocalityLbEndpoints{{
-		Locality: &corev3.Locality{Zone: "z1"},
+		Locality:            &corev3.Locality{Zone: "z1"},
+		LoadBalancingWeight: wrapperspb.UInt32(1),
 		LbEndpoints: []*endpointv3.LbEndpoint{{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
