@@ -1,8 +1,10 @@
 // Package discovery decides what the xDS cache holds. It resolves the VIPs
 // proxies ask for on demand, keeps watching each one while any stream holds
-// it (reference counted), republishes its Cluster and ClusterLoadAssignment
-// when the registry reports a change, and forgets it a grace period after
-// the last stream lets go, so memory follows the working set of the fleet.
+// it (reference counted), republishes its resources (the .vip and .svip
+// clusters with their endpoints, and for gRPC VIPs the API listener and
+// route of proxyless gRPC) when the registry reports a change, and forgets
+// it a grace period after the last stream lets go, so memory follows the
+// working set of the fleet. Secrets does the same for SDS identities.
 //
 // A change to one VIP rebuilds that VIP's resources only. When the registry
 // fails, the last known resources keep being served.
@@ -117,10 +119,11 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 	}
 }
 
-// Acquire is called when a stream subscribes to a cluster (or its
-// endpoints). It returns once the cluster's resources, or their absence, are
-// in the cache, so the stream's answer is immediate. Names that are not a
-// VIP's cluster are simply absent and hold nothing.
+// Acquire is called when a stream subscribes to a VIP's resource by name (a
+// cluster, its endpoints, or its gRPC listener or route, which share the
+// cluster's name). It returns once the VIP's resources, or their absence,
+// are in the cache, so the stream's answer is immediate. Names that are not
+// a VIP's are simply absent and hold nothing.
 func (d *Discovery) Acquire(ctx context.Context, cluster string) {
 	start := d.opts.Now()
 	name, secure, ok := names.ParseCluster(cluster)
