@@ -42,7 +42,7 @@ func raiseFDLimit(tb testing.TB, need uint64) {
 // dial opens a connection of its own, as a separate Envoy has.
 func dial(tb testing.TB, addr string) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := grpc.NewClient(addr, envoyLike()...)
+	conn, err := grpcDial(addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -55,6 +55,9 @@ func dial(tb testing.TB, addr string) *grpc.ClientConn {
 // default) and sends no BDP pings; grpc-go's client would otherwise ping
 // the server after each response it receives, work the server would not
 // see from Envoy.
+// grpcDial connects the way a proxy does; for goroutines without a testing.TB.
+func grpcDial(addr string) (*grpc.ClientConn, error) { return grpc.NewClient(addr, envoyLike()...) }
+
 func envoyLike() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
