@@ -136,15 +136,15 @@ func reconnect(ctx context.Context, addr string, p int, clusters []string, held 
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesSubscribe: []string{barrier}}); err != nil {
 		return err
 	}
-	for {
-		r, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		if slices.Equal(r.GetRemovedResources(), []string{barrier}) && len(r.GetResources()) == 0 {
-			return nil
-		}
+	// The first answer must be the barrier's: everything before it was
+	// already held.
+	r, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(r.GetRemovedResources(), []string{barrier}) || len(r.GetResources()) != 0 {
 		return fmt.Errorf("proxy %d was sent %s resources %d, removed %v; want nothing before its barrier",
 			p, r.GetTypeUrl(), len(r.GetResources()), r.GetRemovedResources())
 	}
+	return nil
 }
