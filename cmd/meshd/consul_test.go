@@ -14,14 +14,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul/consultest"
-	"github.com/prisma-systems/xspace-mesh/xds/probe"
 )
 
 // TestTwoReplicasOnOneConsul runs two meshd processes on one Consul agent,
@@ -65,7 +62,7 @@ func TestTwoReplicasOnOneConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ra, rb := resolveVia(t, a.xds), resolveVia(t, b.xds)
+	ra, rb := resolve(t, a.xds, "payments.vip"), resolve(t, b.xds, "payments.vip")
 	if !proto.Equal(ra.Cluster, rb.Cluster) || !proto.Equal(ra.Endpoints, rb.Endpoints) {
 		t.Fatalf("replicas disagree:\n a: %v\n    %v\n b: %v\n    %v", ra.Cluster, ra.Endpoints, rb.Cluster, rb.Endpoints)
 	}
@@ -106,33 +103,11 @@ func waitReady(t *testing.T, base string, want bool, detail string) {
 	}
 }
 
-func resolveVia(t *testing.T, xdsAddr string) probe.Result {
-	t.Helper()
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := probe.Resolve(ctx, conn, &corev3.Node{Id: "it-1", Cluster: "orders"}, "payments.vip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
 // versionsVia subscribes to payments.vip's Cluster and endpoints over delta
 // ADS and returns the version of each, by type.
 func versionsVia(t *testing.T, xdsAddr string) map[string]string {
 	t.Helper()
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	conn, ctx := xdsConn(t, xdsAddr)
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -108,23 +108,36 @@ func meshctl(t *testing.T, bin, server string, args ...string) string {
 	return string(out)
 }
 
-// endpoints resolves a cluster on demand over delta ADS, as Envoy does, and
-// returns the addresses of its endpoints.
-func endpoints(t *testing.T, xdsAddr, cluster string) []string {
+// xdsConn connects to meshd's xDS address as a proxy would, and bounds the
+// test's use of it to 10 seconds; both end with the test.
+func xdsConn(t *testing.T, xdsAddr string) (*grpc.ClientConn, context.Context) {
 	t.Helper()
 	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close() }()
+	t.Cleanup(func() { _ = conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return conn, ctx
+}
+
+// resolve asks meshd for a cluster on demand over delta ADS, as Envoy does.
+func resolve(t *testing.T, xdsAddr, cluster string) probe.Result {
+	t.Helper()
+	conn, ctx := xdsConn(t, xdsAddr)
 	res, err := probe.Resolve(ctx, conn, &corev3.Node{Id: "it-1", Cluster: "orders"}, cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res
+}
+
+// endpoints resolves a cluster and returns the addresses of its endpoints.
+func endpoints(t *testing.T, xdsAddr, cluster string) []string {
+	t.Helper()
 	var addrs []string
-	for _, l := range res.Endpoints.GetEndpoints() {
+	for _, l := range resolve(t, xdsAddr, cluster).Endpoints.GetEndpoints() {
 		for _, e := range l.GetLbEndpoints() {
 			addrs = append(addrs, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
 		}

@@ -1,6 +1,10 @@
 package consul
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
+)
 
 // Values of the op label: what a request to Consul was for.
 const (
@@ -87,16 +91,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, o := range []string{"changed", "unchanged", "error"} {
 		m.wakeups.WithLabelValues(o)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for i, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors()[:i] {
-				reg.Unregister(done)
-			}
-			return nil, err
-		}
+	if err := registry.RegisterAll(reg, m.collectors()...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -111,10 +107,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 // unregister removes the collectors, so that a store made again in the
 // same process can register its own.
 func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
+	registry.UnregisterAll(m.reg, m.collectors()...)
 }

@@ -46,16 +46,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, st := range statuses {
 		m.instances.WithLabelValues(string(st))
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for i, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors()[:i] {
-				reg.Unregister(done)
-			}
-			return nil, err
-		}
+	if err := registry.RegisterAll(reg, m.collectors()...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -67,10 +59,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 // unregister removes the collectors, so that a store reopened in the same
 // process can register its own.
 func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
+	registry.UnregisterAll(m.reg, m.collectors()...)
 }
