@@ -10,14 +10,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/internal/testproc"
 )
 
 // EnvBin names the environment variable holding the Consul binary's path.
@@ -30,16 +28,7 @@ const SkipMessage = "consul tests skipped: no Consul binary; `make test` builds 
 // Bin returns the Consul binary named by $CONSUL_BIN, or "" when it is not
 // set. A set variable naming a missing file is an error: under `make test`
 // Consul tests must run, never skip.
-func Bin() (string, error) {
-	bin := os.Getenv(EnvBin)
-	if bin == "" {
-		return "", nil
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("%s=%s: %w", EnvBin, bin, err)
-	}
-	return bin, nil
-}
+func Bin() (string, error) { return testproc.Bin(EnvBin) }
 
 // Agent is a running (or stopped) `consul agent -dev`.
 type Agent struct {
@@ -52,11 +41,7 @@ type Agent struct {
 	bin        string
 	persistent bool
 	ports      [6]int
-	logf       *os.File
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc       *testproc.Proc
 }
 
 // Start starts `consul agent -dev` on free ports and waits until it has a
@@ -83,20 +68,7 @@ func start(tb testing.TB, bin string, persistent bool) *Agent {
 	}
 	a.Addr = "127.0.0.1:" + strconv.Itoa(a.ports[0])
 	a.Node = "consul-" + strconv.Itoa(a.ports[0])
-	logf, err := os.Create(filepath.Join(tb.TempDir(), "consul.log"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a.logf = logf
-	tb.Cleanup(func() {
-		a.Stop(tb)
-		_ = logf.Close()
-		if tb.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				tb.Logf("consul log (%s):\n%s", a.Addr, tail(b, 4000))
-			}
-		}
-	})
+	a.proc = testproc.New(tb, "consul", tb.TempDir())
 	a.Restart(tb)
 	return a
 }
@@ -119,37 +91,13 @@ func (a *Agent) Restart(tb testing.TB) {
 		// Each watched VIP holds two long-polls from one client address.
 		"-hcl", "limits { http_max_conns_per_client = 10000 }",
 	)
-	cmd := exec.Command(a.bin, args...)
-	cmd.Stdout, cmd.Stderr = a.logf, a.logf
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start consul: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	a.mu.Lock()
-	a.cmd, a.exited = cmd, exited
-	a.mu.Unlock()
-	if err := a.waitLeader(exited, 30*time.Second); err != nil {
-		tb.Fatalf("consul at %s: %v", a.Addr, err)
-	}
-}
-
-// waitLeader polls /v1/status/leader until the agent reports a leader.
-func (a *Agent) waitLeader(exited chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		if leader, err := a.leader(ctx); err == nil && leader != "" {
-			return nil
+	a.proc.Start(tb, exec.Command(a.bin, args...), 30*time.Second, func(ctx context.Context) error {
+		leader, err := a.leader(ctx)
+		if err == nil && leader == "" {
+			err = fmt.Errorf("consul at %s has no leader yet", a.Addr)
 		}
-		select {
-		case <-exited:
-			return fmt.Errorf("consul exited before electing a leader (see its log)")
-		case <-ctx.Done():
-			return fmt.Errorf("no leader within %s", timeout)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
 
 func (a *Agent) leader(ctx context.Context) (string, error) {
@@ -173,17 +121,7 @@ func (a *Agent) leader(ctx context.Context) (string, error) {
 // for it to exit. Stopping a stopped agent does nothing.
 func (a *Agent) Stop(tb testing.TB) {
 	tb.Helper()
-	a.mu.Lock()
-	cmd, exited := a.cmd, a.exited
-	a.cmd = nil
-	a.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		tb.Logf("kill consul pid %d: %v", cmd.Process.Pid, err)
-	}
-	<-exited
+	a.proc.Stop(tb)
 }
 
 // freePort returns a port that was free on 127.0.0.1 for TCP and UDP a moment ago.
@@ -204,11 +142,4 @@ func freePort(tb testing.TB) int {
 	}
 	tb.Fatal("no free port")
 	return 0
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }

@@ -6,7 +6,6 @@ package vaulttest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,12 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/prisma-systems/xspace-mesh/internal/testproc"
 )
 
 // EnvBin names the environment variable holding the Vault binary's path.
@@ -35,16 +34,7 @@ const RootToken = "root"
 // Bin returns the Vault binary named by $VAULT_BIN, or "" when it is not
 // set. A set variable naming a missing file is an error: under `make test`
 // Vault tests must run, never skip.
-func Bin() (string, error) {
-	bin := os.Getenv(EnvBin)
-	if bin == "" {
-		return "", nil
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("%s=%s: %w", EnvBin, bin, err)
-	}
-	return bin, nil
-}
+func Bin() (string, error) { return testproc.Bin(EnvBin) }
 
 // Server is a running (or stopped) Vault server.
 type Server struct {
@@ -58,11 +48,7 @@ type Server struct {
 	persistent bool
 	dir        string
 	unsealKey  string
-	logf       *os.File
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc       *testproc.Proc
 }
 
 // Start starts `vault server -dev` with root token "root". A dev server
@@ -84,20 +70,7 @@ func start(tb testing.TB, bin string, persistent bool) *Server {
 	tb.Helper()
 	s := &Server{bin: bin, port: freePort(tb), persistent: persistent, dir: tb.TempDir()}
 	s.Addr = "http://127.0.0.1:" + strconv.Itoa(s.port)
-	logf, err := os.Create(filepath.Join(s.dir, "vault.log"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.logf = logf
-	tb.Cleanup(func() {
-		s.Stop(tb)
-		_ = logf.Close()
-		if tb.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				tb.Logf("vault log (%s):\n%s", s.Addr, tail(b, 4000))
-			}
-		}
-	})
+	s.proc = testproc.New(tb, "vault", s.dir)
 	if persistent {
 		cfg := fmt.Sprintf(`storage "file" { path = %q }
 listener "tcp" {
@@ -127,54 +100,33 @@ func (s *Server) Restart(tb testing.TB) {
 		args = []string{"server", "-config=" + filepath.Join(s.dir, "vault.hcl")}
 	}
 	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout, cmd.Stderr = s.logf, s.logf
 	cmd.Env = append(os.Environ(), "HOME="+s.dir, "VAULT_ADDR="+s.Addr)
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start vault: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	if err := s.ready(exited); err != nil {
-		tb.Fatalf("vault at %s: %v", s.Addr, err)
-	}
+	s.proc.Start(tb, cmd, time.Minute, s.ready)
 }
 
-// ready waits for the server to answer, initialises it the first time
-// (file storage), unseals it, and waits until it is active.
-func (s *Server) ready(exited chan struct{}) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+// ready reports whether the server is active, initialising it the first
+// time (file storage) and unsealing it on the way.
+func (s *Server) ready(ctx context.Context) error {
+	code, err := s.health(ctx)
+	if err != nil {
+		return err
+	}
 	c := s.newClient("")
-	var code int
-	var herr error
-	for {
-		code, herr = s.health(ctx)
-		switch {
-		case herr != nil:
-		case code == http.StatusOK:
-			return nil
-		case code == http.StatusNotImplemented && s.persistent: // not initialised
-			resp, err := c.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
-			if err != nil {
-				return fmt.Errorf("init: %w", err)
-			}
-			s.unsealKey, s.Token = resp.KeysB64[0], resp.RootToken
-		case code == http.StatusServiceUnavailable && s.unsealKey != "": // sealed
-			if _, err := c.Sys().UnsealWithContext(ctx, s.unsealKey); err != nil {
-				return fmt.Errorf("unseal: %w", err)
-			}
+	switch {
+	case code == http.StatusOK:
+		return nil
+	case code == http.StatusNotImplemented && s.persistent: // not initialised
+		resp, err := c.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+		if err != nil {
+			return fmt.Errorf("init: %w", err)
 		}
-		select {
-		case <-exited:
-			return fmt.Errorf("vault exited before it was ready (see its log)")
-		case <-ctx.Done():
-			return fmt.Errorf("not ready within a minute (last health code %d): %w", code, errors.Join(herr, ctx.Err()))
-		case <-time.After(20 * time.Millisecond):
+		s.unsealKey, s.Token = resp.KeysB64[0], resp.RootToken
+	case code == http.StatusServiceUnavailable && s.unsealKey != "": // sealed
+		if _, err := c.Sys().UnsealWithContext(ctx, s.unsealKey); err != nil {
+			return fmt.Errorf("unseal: %w", err)
 		}
 	}
+	return fmt.Errorf("vault at %s answers health code %d", s.Addr, code)
 }
 
 func (s *Server) health(ctx context.Context) (int, error) {
@@ -218,17 +170,7 @@ func (s *Server) newClient(token string) *api.Client {
 // for it to exit. Stopping a stopped server does nothing.
 func (s *Server) Stop(tb testing.TB) {
 	tb.Helper()
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		tb.Logf("kill vault pid %d: %v", cmd.Process.Pid, err)
-	}
-	<-exited
+	s.proc.Stop(tb)
 }
 
 // freePort returns a TCP port P on 127.0.0.1 such that P and P+1 were free
@@ -250,11 +192,4 @@ func freePort(tb testing.TB) int {
 	}
 	tb.Fatal("no two adjacent free ports")
 	return 0
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
