@@ -7,6 +7,7 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -154,4 +155,19 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// Clone returns a deep copy of p: the copy shares no pointer or slice with
+// p, so a store can hand it out without callers reaching into its state.
+func (p Policy) Clone() Policy {
+	if p.Plaintext != nil {
+		b := *p.Plaintext
+		p.Plaintext = &b
+	}
+	if p.OutlierDetection != nil {
+		o := *p.OutlierDetection
+		p.OutlierDetection = &o
+	}
+	p.Retries.On = slices.Clone(p.Retries.On)
+	return p
 }

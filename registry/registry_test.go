@@ -125,3 +125,14 @@ func TestRegisterAllIsAllOrNone(t *testing.T) {
 		t.Fatalf("a nil registerer: %v", err)
 	}
 }
+
+func TestPolicyCloneSharesNothing(t *testing.T) {
+	p := Policy{OutlierDetection: &OutlierDetection{Consecutive5xx: 3}, Retries: Retries{On: []string{"5xx"}}}.Normalize()
+	c := p.Clone()
+	*c.Plaintext = false
+	c.OutlierDetection.Consecutive5xx = 9
+	c.Retries.On[0] = "reset"
+	if !*p.Plaintext || p.OutlierDetection.Consecutive5xx != 3 || p.Retries.On[0] != "5xx" {
+		t.Fatalf("changing the clone changed the original: %+v", p)
+	}
+}

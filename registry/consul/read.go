@@ -44,7 +44,7 @@ func (st vipState) vip(name string) registry.VIP {
 	if st.policy == nil {
 		return registry.VIP{Name: name, Policy: registry.Policy{}.Normalize()}
 	}
-	return registry.VIP{Name: name, Policy: clonePolicy(*st.policy)}
+	return registry.VIP{Name: name, Policy: st.policy.Clone()}
 }
 
 // Lookup returns a VIP and its instances sorted by id; ErrNotFound if
@@ -207,20 +207,6 @@ func (s *Store) ListVIPs(ctx context.Context) ([]registry.VIP, error) {
 	}
 	slices.SortFunc(out, func(a, b registry.VIP) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
-}
-
-// clonePolicy deep-copies a policy so that callers and the store share nothing.
-func clonePolicy(p registry.Policy) registry.Policy {
-	if p.Plaintext != nil {
-		b := *p.Plaintext
-		p.Plaintext = &b
-	}
-	if p.OutlierDetection != nil {
-		o := *p.OutlierDetection
-		p.OutlierDetection = &o
-	}
-	p.Retries.On = slices.Clone(p.Retries.On)
-	return p
 }
 
 // cloneInstances deep-copies instances.

@@ -20,7 +20,7 @@ func (s *Store) PutVIP(ctx context.Context, v registry.VIP) (registry.VIP, error
 	if err := v.Validate(); err != nil {
 		return registry.VIP{}, err
 	}
-	v = registry.VIP{Name: v.Name, Policy: clonePolicy(v.Policy.Normalize())}
+	v = registry.VIP{Name: v.Name, Policy: v.Policy.Normalize().Clone()}
 	b, err := json.MarshalIndent(v.Policy, "", "  ")
 	if err != nil {
 		return registry.VIP{}, fmt.Errorf("consul: put vip %s: encode policy: %w", v.Name, err)
@@ -33,7 +33,7 @@ func (s *Store) PutVIP(ctx context.Context, v registry.VIP) (registry.VIP, error
 		return registry.VIP{}, wrap(err, "put vip %s at %s", v.Name, s.key(v.Name))
 	}
 	s.log.Info("vip stored", "vip", v.Name, "key", s.key(v.Name))
-	return registry.VIP{Name: v.Name, Policy: clonePolicy(v.Policy)}, nil
+	return registry.VIP{Name: v.Name, Policy: v.Policy.Clone()}, nil
 }
 
 // DeleteVIP removes a VIP's policy. It returns ErrConflict while Consul has

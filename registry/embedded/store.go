@@ -348,16 +348,7 @@ func defaultVIP(name string) registry.VIP {
 
 // cloneVIP deep-copies a VIP so that callers and the store share nothing.
 func cloneVIP(v registry.VIP) registry.VIP {
-	p := &v.Policy
-	if p.Plaintext != nil {
-		b := *p.Plaintext
-		p.Plaintext = &b
-	}
-	if p.OutlierDetection != nil {
-		o := *p.OutlierDetection
-		p.OutlierDetection = &o
-	}
-	p.Retries.On = slices.Clone(p.Retries.On)
+	v.Policy = v.Policy.Clone()
 	return v
 }
 
