@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/embedded"
 )
@@ -137,33 +138,12 @@ func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// metric returns the value of a counter or gauge, selected by its label
-// values when it has labels; -1 when absent.
+// metric reads one sample of a metric, -1 when absent; labels are name,
+// value pairs that must all match.
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := len(m.GetLabel()) == len(labels)
-			for i, l := range m.GetLabel() {
-				match = match && l.GetValue() == labels[i]
-			}
-			switch {
-			case !match:
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
+	if v, ok := promtest.Value(e.t, e.reg, name, labels...); ok {
+		return v
 	}
 	return -1
 }

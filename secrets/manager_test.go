@@ -115,7 +115,7 @@ func TestRenewalAtHalfLife(t *testing.T) {
 	if !ok || cur.Serial == first.Serial || !cur.NotAfter.After(first.NotAfter) {
 		t.Fatalf("after rotation Current = %v; want a newer certificate than %v", cur, first)
 	}
-	if got := e.metric("xspace_secrets_renewals_total", "success"); got < 1 {
+	if got := e.metric("xspace_secrets_renewals_total", "result", "success"); got < 1 {
 		t.Fatalf("successful renewals = %v; want at least 1", got)
 	}
 	if got := e.metric("xspace_secrets_issue_seconds"); got < 2 {
@@ -139,7 +139,7 @@ func TestRenewalBacksOffAndServesCached(t *testing.T) {
 
 	// Renewals start at about half-life and fail; the cached certificate
 	// stays served and health stays OK until it nears expiry.
-	e.waitFor("four failed renewals", life, func() bool { return e.metric("xspace_secrets_renewals_total", "failure") >= 4 })
+	e.waitFor("four failed renewals", life, func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 4 })
 	if cur, ok := e.m.Current("payments"); !ok || cur.Serial != first.Serial {
 		t.Fatalf("while the issuer fails Current = %v, %v; want the cached certificate", cur, ok)
 	}

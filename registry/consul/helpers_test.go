@@ -10,6 +10,7 @@ import (
 	capi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul/consultest"
 )
@@ -110,37 +111,16 @@ func (e *env) lookup(vip string) registry.Service {
 	return svc
 }
 
-// metric reads one counter or gauge sample from the store's registry; labels
-// are name, value pairs that must all match.
+// metric reads one sample of a metric from the store's registry and fails
+// the test when there is none; labels are name, value pairs that must all
+// match.
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	families, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
+	v, ok := promtest.Value(e.t, e.reg, name, labels...)
+	if !ok {
+		e.t.Fatalf("no metric %s%v", name, labels)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-				}
-				if !found {
-					continue metric
-				}
-			}
-			if m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	e.t.Fatalf("no metric %s%v", name, labels)
-	return 0
+	return v
 }
 
 // eventually retries f until it succeeds or timeout passes.

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/vault"
 	"github.com/prisma-systems/xspace-mesh/secrets/vault/vaulttest"
@@ -90,29 +91,12 @@ func (e *env) token(req *api.TokenCreateRequest) string {
 	return s.Auth.ClientToken
 }
 
-// metric returns a counter's value selected by its label values.
+// metric reads one sample of a metric, -1 when absent; labels are name,
+// value pairs that must all match.
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := len(m.GetLabel()) == len(labels)
-			for i, l := range m.GetLabel() {
-				match = match && l.GetValue() == labels[i]
-			}
-			if match && m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
-			}
-			if match && m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-		}
+	if v, ok := promtest.Value(e.t, e.reg, name, labels...); ok {
+		return v
 	}
 	return -1
 }

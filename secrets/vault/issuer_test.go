@@ -81,7 +81,7 @@ func TestIssueFromIntermediate(t *testing.T) {
 	if err := handshake(t, c, b, bundle, names.SPIFFE("payments"), names.SPIFFE("billing")); !errors.Is(err, secrets.ErrPeerIdentity) {
 		t.Fatalf("payments expecting billing behind orders: error %v; want ErrPeerIdentity", err)
 	}
-	if got := e.metric("xspace_secrets_vault_requests_total", "issue", "success"); got != 2 {
+	if got := e.metric("xspace_secrets_vault_requests_total", "operation", "issue", "result", "success"); got != 2 {
 		t.Fatalf("issue requests = %v; want 2", got)
 	}
 }
@@ -102,7 +102,7 @@ func TestWrongRoleCachesNothing(t *testing.T) {
 	if _, ok := m.Current("payments"); ok || len(m.Certificates()) != 0 {
 		t.Fatal("a failed issue left a certificate served")
 	}
-	if got := e.metric("xspace_secrets_vault_requests_total", "issue", "failure"); got != 2 {
+	if got := e.metric("xspace_secrets_vault_requests_total", "operation", "issue", "result", "failure"); got != 2 {
 		t.Fatalf("failed issue requests = %v; want 2", got)
 	}
 }
@@ -165,13 +165,13 @@ func TestAppRoleLogin(t *testing.T) {
 		}
 	}
 	issue("after the first login")
-	if got := e.metric("xspace_secrets_vault_logins_total", "success"); got != 1 {
+	if got := e.metric("xspace_secrets_vault_logins_total", "result", "success"); got != 1 {
 		t.Fatalf("logins = %v; want 1", got)
 	}
 	issue("with the same token")
 	time.Sleep(2100 * time.Millisecond) // past two thirds of the token's 3s TTL
 	issue("after the token aged")
-	if got := e.metric("xspace_secrets_vault_logins_total", "success"); got != 2 {
+	if got := e.metric("xspace_secrets_vault_logins_total", "result", "success"); got != 2 {
 		t.Fatalf("logins = %v; want 2 (a new login before the token expires)", got)
 	}
 
@@ -180,7 +180,7 @@ func TestAppRoleLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue("after the token was revoked")
-	if got := e.metric("xspace_secrets_vault_logins_total", "success"); got != 3 {
+	if got := e.metric("xspace_secrets_vault_logins_total", "result", "success"); got != 3 {
 		t.Fatalf("logins = %v; want 3", got)
 	}
 
@@ -217,7 +217,7 @@ func TestTokenRenewal(t *testing.T) {
 	if _, err := kept.Issue(ctx, "payments"); err != nil {
 		t.Fatalf("issue with a renewed token: %v", err)
 	}
-	if got := e.metric("xspace_secrets_vault_token_renewals_total", "success"); got < 2 {
+	if got := e.metric("xspace_secrets_vault_token_renewals_total", "result", "success"); got < 2 {
 		t.Fatalf("token renewals = %v; want at least 2 in 5s of a 3s token", got)
 	}
 	if exp := e.metric("xspace_secrets_vault_token_expiry_timestamp_seconds"); exp < float64(time.Now().Unix()) {
