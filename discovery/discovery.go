@@ -63,6 +63,11 @@ type Discovery struct {
 	dirtyMu sync.Mutex
 	dirty   map[string]struct{}
 	wakeup  chan struct{}
+
+	// routesMu orders publications of the outbound route configuration;
+	// routes are the watched VIPs whose policy needs a route of its own.
+	routesMu sync.Mutex
+	routes   map[string]registry.VIP
 }
 
 // vip is the state of one watched VIP.
@@ -116,6 +121,7 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		vips:    make(map[string]*vip),
 		dirty:   make(map[string]struct{}),
 		wakeup:  make(chan struct{}, 1),
+		routes:  make(map[string]registry.VIP),
 	}
 }
 
@@ -205,6 +211,9 @@ func (d *Discovery) markDirty(name string) {
 
 // Run processes registry changes and forgets idle VIPs until ctx ends.
 func (d *Discovery) Run(ctx context.Context) {
+	d.routesMu.Lock()
+	d.publishRoutes()
+	d.routesMu.Unlock()
 	sweep := time.NewTicker(min(d.opts.Grace/4, 10*time.Second))
 	defer sweep.Stop()
 	for {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -78,6 +81,7 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 // policy allows plaintext, its plaintext cluster, with the API listener and
 // route configuration of proxyless gRPC for gRPC VIPs.
 func (d *Discovery) publish(name string, svc registry.Service) {
+	d.setRoute(name, svc.VIP)
 	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc), nil)
 	plain := names.Cluster(name, false)
 	if !svc.VIP.Policy.PlaintextAllowed() {
@@ -144,6 +148,7 @@ func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *en
 // publishAbsent records that a VIP's resources do not exist, so
 // subscribers are told at once and told again if they come back.
 func (d *Discovery) publishAbsent(name string) {
+	d.setRoute(name, registry.VIP{})
 	plain := names.Cluster(name, false)
 	d.update(name, append(grpcAbsent(plain), absentPair(plain)...))
 	d.update(name, absentPair(names.Cluster(name, true)))
@@ -162,6 +167,7 @@ func (d *Discovery) update(name string, items []cache.Item) {
 
 // unpublish forgets a VIP's resources when no stream holds it any more.
 func (d *Discovery) unpublish(name string) {
+	d.setRoute(name, registry.VIP{})
 	for _, secure := range []bool{false, true} {
 		cluster := names.Cluster(name, secure)
 		d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
@@ -170,6 +176,44 @@ func (d *Discovery) unpublish(name string) {
 	plain := names.Cluster(name, false)
 	d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: plain})
 	d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: plain})
+}
+
+// setRoute gives a VIP a route of its own in the outbound route
+// configuration of every sidecar when its policy differs from the platform
+// defaults (translate.HasOwnRoute), and takes it away otherwise (pass the
+// zero VIP for one that is gone). Only watched VIPs are listed, so the
+// configuration follows the fleet's working set; it is republished only
+// when a listed VIP's policy changes. It is set before a VIP's clusters are
+// published, so a sidecar that receives a cluster already has its route.
+func (d *Discovery) setRoute(name string, v registry.VIP) {
+	d.routesMu.Lock()
+	defer d.routesMu.Unlock()
+	old, listed := d.routes[name]
+	switch own := v.Name != "" && translate.HasOwnRoute(v); {
+	case own && listed && reflect.DeepEqual(old.Policy.Normalize(), v.Policy.Normalize()):
+		return
+	case own:
+		d.routes[name] = v
+	case !listed:
+		return
+	default:
+		delete(d.routes, name)
+	}
+	d.publishRoutes()
+}
+
+// publishRoutes publishes the outbound route configuration. Called with
+// routesMu held.
+func (d *Discovery) publishRoutes() {
+	rc := translate.OutboundRouteConfiguration(slices.Collect(maps.Values(d.routes)))
+	err := rc.Validate()
+	if err == nil {
+		err = d.pub.Update(cache.Item{TypeURL: resource.RouteType, Name: rc.GetName(), Msg: rc})
+	}
+	if err != nil {
+		d.metrics.translateErrors.Inc()
+		d.log.Error("outbound routes not published; sidecars keep the previous ones", "error", fmt.Errorf("translate: %w", err))
+	}
 }
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -29,8 +28,8 @@ import (
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
-	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
+	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
 )
 
 const usage = `meshd is the xspace-mesh control plane.
@@ -164,14 +163,14 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	go id.run(ctx)
 
-	xdsCache := cache.New(server.Types...)
-	xdsCache.Scope(resource.SecretType, server.AuthenticatedService)
+	xdsCache := server.NewCache()
 	disc := discovery.New(backend.source, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
 	go disc.Run(ctx)
 	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
 		Logger: logger, Registerer: reg,
 		Authenticator: id.keyring, AllowUnauthenticated: cfg.XDS.AllowUnauthenticated,
 		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
+		Nodes:         sidecar.New(xdsCache),
 		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
 	})
 

@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -58,6 +59,35 @@ type typeState struct {
 	sotw      map[string]map[*sotwWatch]struct{}  // by key
 	// scope, for a scoped type, names the scope of a stream from its node.
 	scope func(*corev3.Node) string
+	// wildcard, if set, names what a wildcard subscription of a node means.
+	wildcard func(*corev3.Node) []string
+}
+
+// forEachName calls fn for every name a subscription looks at: each name it
+// subscribed to, then, for a wildcard subscription, each of the type's
+// wildcard names for its node that it did not also subscribe to, with
+// implied set.
+func (ts *typeState) forEachName(node *corev3.Node, sub gcpcache.Subscription, fn func(name string, implied bool)) {
+	subscribed := sub.SubscribedResources()
+	for name := range subscribed {
+		fn(name, false)
+	}
+	if ts.wildcard == nil || !sub.IsWildcard() {
+		return
+	}
+	for _, name := range ts.wildcard(node) {
+		if _, ok := subscribed[name]; !ok {
+			fn(name, true)
+		}
+	}
+}
+
+// looksAt reports whether a subscription looks at name (see forEachName).
+func (ts *typeState) looksAt(node *corev3.Node, sub gcpcache.Subscription, name string) bool {
+	if _, ok := sub.SubscribedResources()[name]; ok {
+		return true
+	}
+	return ts.wildcard != nil && sub.IsWildcard() && slices.Contains(ts.wildcard(node), name)
 }
 
 // keys are where a stream with node looks name up, in order: under its
@@ -138,6 +168,22 @@ func (c *Cache) Scope(typeURL string, scope func(*corev3.Node) string) {
 	defer c.mu.Unlock()
 	if ts := c.types[typeURL]; ts != nil {
 		ts.scope = scope
+	}
+}
+
+// Wildcard gives a type's wildcard subscriptions a meaning: a stream that
+// subscribes to the wildcard is served the names names returns for its
+// node, as if it had subscribed to each, except that a missing name is not
+// reported missing (a wildcard asks for whatever exists). Envoy subscribes
+// to its listeners this way: names picks a sidecar's own. Without Wildcard,
+// a wildcard subscription is served only the names it also asks for
+// explicitly, never the world. names must be cheap and must depend on the
+// node only. Call before serving.
+func (c *Cache) Wildcard(typeURL string, names func(*corev3.Node) []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ts := c.types[typeURL]; ts != nil {
+		ts.wildcard = names
 	}
 }
 
@@ -270,7 +316,7 @@ func encode(it Item, deps []byte) (*entry, error) {
 
 // index adds w to the watches of every key its subscribed names look at.
 func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
-	for name := range sub.SubscribedResources() {
+	ts.forEachName(node, sub, func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
 			set := byKey[k]
 			if set == nil {
@@ -279,12 +325,12 @@ func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *c
 			}
 			set[w] = struct{}{}
 		}
-	}
+	})
 }
 
 // unindex removes w from the watches of every key it was indexed under.
 func unindex[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
-	for name := range sub.SubscribedResources() {
+	ts.forEachName(node, sub, func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
 			if set := byKey[k]; set != nil {
 				delete(set, w)
@@ -293,7 +339,7 @@ func unindex[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node 
 				}
 			}
 		}
-	}
+	})
 }
 
 // Fetch answers a REST (polling) request with the named resources that exist.

@@ -8,6 +8,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -338,4 +339,73 @@ func TestScopedSecrets(t *testing.T) {
 	if err := c.Update(Item{TypeURL: cds, Name: "x", Scope: "payments"}); err == nil {
 		t.Fatal("a scoped item of an unscoped (here unserved) type was accepted")
 	}
+}
+
+// TestWildcardNames: a wildcard subscription is served the names the
+// type's Wildcard picks for its node; a missing one is not reported missing
+// until the stream held it; other streams' names stay out.
+func TestWildcardNames(t *testing.T) {
+	const lds = resource.ListenerType
+	c := New(lds)
+	c.Wildcard(lds, func(n *corev3.Node) []string {
+		svc := n.GetMetadata().GetFields()["svc"].GetStringValue()
+		return []string{svc + "-out", svc + "-in"}
+	})
+	listener := func(name string, port uint32) Item {
+		return Item{TypeURL: lds, Name: name, Msg: &listenerv3.Listener{Name: name, Address: &corev3.Address{
+			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+			}},
+		}}}
+	}
+	update(t, c, listener("payments-out", 15001), listener("orders-out", 15001), listener("api", 1))
+	open := func(service string) *stream {
+		s := &stream{t: t, c: c, typ: lds, sub: gcpstream.NewDeltaSubscription(nil, nil, nil, false), ch: make(chan gcpcache.DeltaResponse, 4)}
+		s.nodeRequest(service, "*")
+		return s
+	}
+	payments := open("payments")
+	payments.expect([]string{"payments-out"}, nil)
+	orders := open("orders")
+	orders.expect([]string{"orders-out"}, nil)
+	payments.nodeRequest("payments")
+	payments.expectNothing()
+
+	// A wildcard name that appears is pushed to its streams only.
+	orders.nodeRequest("orders")
+	update(t, c, listener("payments-in", 8443))
+	payments.expect([]string{"payments-in"}, nil)
+	orders.expectNothing()
+
+	// One the stream holds is taken back when it goes away.
+	payments.nodeRequest("payments")
+	update(t, c, Item{TypeURL: lds, Name: "payments-in"})
+	payments.expect(nil, []string{"payments-in"})
+
+	// Explicit names still work beside the wildcard.
+	payments.nodeRequest("payments", "api")
+	payments.expect([]string{"api"}, nil)
+
+	// SotW wildcard: the full state of the node's names.
+	sub := gcpstream.NewSotwSubscription(nil, true)
+	ch := make(chan gcpcache.Response, 1)
+	if _, err := c.CreateWatch(&gcpcache.Request{TypeUrl: lds, Node: nodeOf("orders")}, &sub, ch); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := (<-ch).GetDiscoveryResponse()
+	if len(msg.GetResources()) != 1 {
+		t.Fatalf("SotW wildcard for orders got %d listeners; want orders-out only", len(msg.GetResources()))
+	}
+}
+
+// nodeRequest sends a delta request from a node of service that subscribes to names.
+func (s *stream) nodeRequest(service string, names ...string) {
+	s.t.Helper()
+	s.sub.UpdateResourceSubscriptions(names, nil)
+	req := &gcpcache.DeltaRequest{TypeUrl: s.typ, Node: nodeOf(service), ResourceNamesSubscribe: names}
+	cancel, err := s.c.CreateDeltaWatch(req, &s.sub, s.ch)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(cancel)
 }

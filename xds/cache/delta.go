@@ -26,9 +26,10 @@ type deltaWatch struct {
 // Envoy's on-demand CDS subscribes again to a name each time a request
 // needs it, and waits for an answer every time.
 //
-// A wildcard subscription is never given the world: it is served only the
-// names it subscribed to explicitly, after one empty first answer so that a
-// client waiting on its initial fetch can proceed.
+// A wildcard subscription is never given the world: it is served the names
+// it subscribed to explicitly and the type's wildcard names for its node
+// (Wildcard), with one first answer even if that is empty, so that a client
+// waiting on its initial fetch can proceed.
 func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -79,14 +80,14 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		if next == nil {
 			next = make(map[string]string, len(returned)+1)
 			for n, v := range returned {
-				if _, ok := sub.SubscribedResources()[n]; ok || n == wildcardServed {
+				if n == wildcardServed || ts.looksAt(req.GetNode(), sub, n) {
 					next[n] = v
 				}
 			}
 		}
 		next[name] = version
 	}
-	for name := range sub.SubscribedResources() {
+	ts.forEachName(req.GetNode(), sub, func(name string, implied bool) {
 		held := returned[name]
 		if _, ok := asked[name]; ok {
 			held = req.GetInitialResourceVersions()[name]
@@ -95,7 +96,9 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		case e == nil && held != "" && held != absent:
 			// unknown, and the client holds a version: leave it be
 		case e == nil || e.tombstone():
-			if held != absent {
+			// A wildcard name the client never received is not missing:
+			// the wildcard asked for whatever exists.
+			if held != absent && (!implied || held != "") {
 				removed = append(removed, name)
 				record(name, absent)
 			}
@@ -103,7 +106,7 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 			resources = append(resources, e.delta)
 			record(name, e.version)
 		}
-	}
+	})
 	if sub.IsWildcard() && returned[wildcardServed] == "" {
 		record(wildcardServed, "served")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"maps"
 	"slices"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -51,7 +50,9 @@ func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch
 // sotwResponse returns the full response for a subscription, or nil when
 // the client already has exactly this version. Called with c.mu held.
 func sotwResponse(ts *typeState, req *gcpcache.Request, sub gcpcache.Subscription) *sotwResp {
-	names := slices.Sorted(maps.Keys(sub.SubscribedResources()))
+	var names []string
+	ts.forEachName(req.GetNode(), sub, func(name string, _ bool) { names = append(names, name) })
+	slices.Sort(names)
 	h := sha256.New()
 	returned := make(map[string]string, len(names))
 	resources := make([]*anypb.Any, 0, len(names))

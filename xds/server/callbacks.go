@@ -33,6 +33,9 @@ type streamState struct {
 	// held are the on-demand names this stream holds, by type URL; each
 	// is one Acquire on the resolver.
 	held map[string]map[string]struct{}
+	// prepared says Options.Nodes accepted the node. Only the stream's
+	// own request loop reads or writes it.
+	prepared bool
 }
 
 // requestType is the type URL a request is about: its own, or its stream's.
@@ -169,6 +172,12 @@ func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamStat
 	}
 	if err := s.checkNode(st, req.GetNode()); err != nil {
 		return nil, "", err
+	}
+	if !st.prepared && st.node != nil && s.opts.Nodes != nil {
+		if err := s.opts.Nodes.Prepare(st.node); err != nil {
+			return nil, "", status.Errorf(codes.InvalidArgument, "node %q: %v", st.node.GetId(), err)
+		}
+		st.prepared = true
 	}
 	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
 		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")

@@ -27,6 +27,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
 )
 
 // mesh is a real control plane on loopback: embedded registry, discovery,
@@ -78,12 +79,12 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = store.Close() })
-	c := cache.New(Types...)
+	c := NewCache()
 	m := &mesh{skew: new(atomic.Int64), logs: &syncBuffer{}}
 	disc := discovery.New(store, c, discovery.Options{Registerer: reg, Now: m.now})
 	go disc.Run(ctx)
 	opts := Options{
-		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6,
+		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, Nodes: sidecar.New(c),
 		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
 	}
 	if edit != nil {

@@ -37,7 +37,6 @@ func newSecureMesh(t *testing.T, kr *token.Keyring, lifetime time.Duration) *mes
 		o.Authenticator, o.AllowUnauthenticated = kr, true
 		o.Secrets = secretsFunc(func() SecretResolver { return sec })
 	})
-	m.cache.Scope(sds, AuthenticatedService)
 	sec = discovery.NewSecrets(mgr, m.cache, nil)
 	return m
 }

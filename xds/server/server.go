@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -24,6 +25,9 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
 )
 
 // Types are the resource types the server serves; the cache serves the same.
@@ -31,6 +35,19 @@ import (
 // proxyless gRPC clients, named like the clusters they lead to.
 var Types = []string{
 	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType,
+}
+
+// NewCache returns a cache set up as the server expects: serving Types,
+// with identity secrets scoped to the stream's authenticated service, and
+// an Envoy sidecar's wildcard listener and cluster subscriptions meaning
+// its own listeners and application cluster (see package sidecar; pass
+// sidecar.New(cache) as Options.Nodes so they are published).
+func NewCache() *cache.Cache {
+	c := cache.New(Types...)
+	c.Scope(resource.SecretType, AuthenticatedService)
+	c.Wildcard(resource.ListenerType, sidecar.Listeners)
+	c.Wildcard(resource.ClusterType, sidecar.Clusters)
+	return c
 }
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
@@ -47,6 +64,13 @@ type SecretResolver interface {
 	Release(service, name string)
 }
 
+// NodePreparer checks a new stream's node and makes what the node needs,
+// beyond what it names, ready in the cache (an Envoy sidecar's own
+// listeners). An error refuses the stream with InvalidArgument.
+type NodePreparer interface {
+	Prepare(node *corev3.Node) error
+}
+
 // Options tune the server; zero values take the defaults.
 type Options struct {
 	// Authenticator verifies streams' bearer tokens. With none, every
@@ -57,7 +81,10 @@ type Options struct {
 	// invalid token is refused either way.
 	AllowUnauthenticated bool
 	// Secrets resolves SDS subscriptions; nil serves no secrets.
-	Secrets    SecretResolver
+	Secrets SecretResolver
+	// Nodes prepares each stream's node before its first request is
+	// answered; nil prepares nothing.
+	Nodes      NodePreparer
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// AdmissionRate is how many new streams per second are admitted

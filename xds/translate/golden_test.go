@@ -86,26 +86,53 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			for file, got := range goldenFiles(t, c) {
-				path := filepath.Join(outDir, file)
-				if *update {
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				expected, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("%v; run `go test ./xds/translate -update` to create it", err)
-				}
-				if diff := gocmp.Diff(lines(expected), lines(got)); diff != "" {
-					t.Errorf("%s differs (-want +got); if intended, run `go test ./xds/translate -update`:\n%s", path, diff)
-				}
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { compareGolden(t, goldenFiles(t, c)) })
 	}
+	t.Run("sidecar", func(t *testing.T) {
+		files := sidecarFiles(t, cases)
+		for f := range files {
+			want[f] = true
+		}
+		compareGolden(t, files)
+	})
 	checkStale(t, want)
+}
+
+// sidecarFiles renders what every Envoy sidecar is served: its listeners,
+// and the outbound route configuration with every case's VIP in it.
+func sidecarFiles(t *testing.T, cases []goldenCase) map[string][]byte {
+	t.Helper()
+	vips := make([]registry.VIP, 0, len(cases))
+	for _, c := range cases {
+		vips = append(vips, c.svc.VIP)
+	}
+	return map[string][]byte{
+		"sidecar.listeners.yaml": resourcesYAML(t, OutboundListener(15001), InboundListener(8443, 8080)),
+		"sidecar.clusters.yaml":  resourcesYAML(t, LocalAppCluster(8080)),
+		"sidecar.routes.yaml":    resourcesYAML(t, OutboundRouteConfiguration(vips)),
+	}
+}
+
+// compareGolden compares rendered files with testdata/out, or rewrites them
+// with -update.
+func compareGolden(t *testing.T, files map[string][]byte) {
+	t.Helper()
+	for file, got := range files {
+		path := filepath.Join(outDir, file)
+		if *update {
+			if err := os.WriteFile(path, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		expected, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v; run `go test ./xds/translate -update` to create it", err)
+		}
+		if diff := gocmp.Diff(lines(expected), lines(got)); diff != "" {
+			t.Errorf("%s differs (-want +got); if intended, run `go test ./xds/translate -update`:\n%s", path, diff)
+		}
+	}
 }
 
 // lines splits a file for a line-by-line diff.

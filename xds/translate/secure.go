@@ -42,27 +42,29 @@ func upstreamTLS(vip string, proto registry.Protocol) *tlsv3.UpstreamTlsContext 
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			AlpnProtocols:                  alpn,
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(names.IdentitySecret)},
-			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
-				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
-					DefaultValidationContext: &tlsv3.CertificateValidationContext{
-						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-							SanType: tlsv3.SubjectAltNameMatcher_URI,
-							Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: names.SPIFFE(vip)}},
-						}},
-					},
-					ValidationContextSdsSecretConfig: sdsSecret(names.TrustBundleSecret),
-				},
+			ValidationContextType: peerValidation(&matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: names.SPIFFE(vip)},
+			}),
+		},
+	}
+}
+
+// peerValidation accepts a peer certificate that chains to the SDS trust
+// bundle and has a URI SAN that uri matches.
+func peerValidation(uri *matcherv3.StringMatcher) *tlsv3.CommonTlsContext_CombinedValidationContext {
+	return &tlsv3.CommonTlsContext_CombinedValidationContext{
+		CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext: &tlsv3.CertificateValidationContext{
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: uri}},
 			},
+			ValidationContextSdsSecretConfig: sdsSecret(names.TrustBundleSecret),
 		},
 	}
 }
 
 // sdsSecret refers to a secret served over the ADS stream.
 func sdsSecret(name string) *tlsv3.SdsSecretConfig {
-	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: &corev3.ConfigSource{
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-	}}
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
 }
 
 // IdentitySecret returns the SDS secret xspace/identity holding a service's

@@ -1,0 +1,182 @@
+// Package sidecar serves what an Envoy sidecar needs besides the VIPs it
+// asks for on demand: its outbound listener, its inbound listener and the
+// cluster of its own application, all derived from the ports its bootstrap
+// wrote into its node metadata (meshctl bootstrap). Envoy subscribes to
+// listeners and clusters by wildcard; Listeners and Clusters tell the cache
+// what the wildcard means for a node, and Publisher makes those resources
+// ready before the node's first request is answered.
+package sidecar
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/translate"
+)
+
+// Ports are a sidecar's ports, from its node metadata. A node without an
+// outbound port is not a sidecar (a proxyless gRPC client, a probe).
+type Ports struct {
+	// Outbound is the port of the outbound listener on 127.0.0.1.
+	Outbound uint32
+	// Inbound is the mutual-TLS port other sidecars call (the instance's
+	// secure port); 0 means the sidecar takes no inbound traffic.
+	Inbound uint32
+	// App is the application's own port on 127.0.0.1, where inbound
+	// requests go; required with Inbound.
+	App uint32
+}
+
+// FromNode reads a node's ports. A malformed value is an error naming the
+// metadata key; a node with none of the keys has zero Ports.
+func FromNode(node *corev3.Node) (Ports, error) {
+	fields := node.GetMetadata().GetFields()
+	var p Ports
+	for _, f := range []struct {
+		key string
+		dst *uint32
+	}{
+		{names.NodeOutboundPortKey, &p.Outbound},
+		{names.NodeInboundPortKey, &p.Inbound},
+		{names.NodeAppPortKey, &p.App},
+	} {
+		v, ok := fields[f.key]
+		if !ok {
+			continue
+		}
+		port, err := portValue(v)
+		if err != nil {
+			return Ports{}, fmt.Errorf("node metadata %s: %w", f.key, err)
+		}
+		*f.dst = port
+	}
+	switch {
+	case p.Outbound == 0 && (p.Inbound != 0 || p.App != 0):
+		return Ports{}, fmt.Errorf("node metadata %s is missing; a sidecar needs its outbound port (regenerate the bootstrap with meshctl bootstrap)", names.NodeOutboundPortKey)
+	case p.Inbound != 0 && p.App == 0:
+		return Ports{}, fmt.Errorf("node metadata %s is set but %s is not; the inbound listener forwards to the application's port", names.NodeInboundPortKey, names.NodeAppPortKey)
+	case p.Inbound != 0 && p.Inbound == p.Outbound:
+		return Ports{}, fmt.Errorf("node metadata %s and %s are both %d; use two ports", names.NodeInboundPortKey, names.NodeOutboundPortKey, p.Inbound)
+	}
+	return p, nil
+}
+
+// portValue accepts a TCP port as a JSON number or a decimal string.
+func portValue(v *structpb.Value) (uint32, error) {
+	var n float64
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		n = k.NumberValue
+	case *structpb.Value_StringValue:
+		i, err := strconv.ParseUint(k.StringValue, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a port number", k.StringValue)
+		}
+		n = float64(i)
+	default:
+		return 0, fmt.Errorf("want a port number, got %v", v.AsInterface())
+	}
+	if n != math.Trunc(n) || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%v is not a port between 1 and 65535", n)
+	}
+	return uint32(n), nil
+}
+
+// Sidecar reports whether the node is an Envoy sidecar.
+func (p Ports) Sidecar() bool { return p.Outbound != 0 }
+
+// items are the sidecar's own resources: its listeners and its
+// application's cluster.
+func (p Ports) items() []cache.Item {
+	if !p.Sidecar() {
+		return nil
+	}
+	out := translate.OutboundListener(p.Outbound)
+	items := []cache.Item{{TypeURL: resource.ListenerType, Name: out.GetName(), Msg: out}}
+	if p.Inbound != 0 {
+		app, in := translate.LocalAppCluster(p.App), translate.InboundListener(p.Inbound, p.App)
+		items = append(items,
+			cache.Item{TypeURL: resource.ClusterType, Name: app.GetName(), Msg: app},
+			cache.Item{TypeURL: resource.ListenerType, Name: in.GetName(), Msg: in})
+	}
+	return items
+}
+
+// Listeners names the listeners a node's wildcard listener subscription
+// means; for cache.Wildcard.
+func Listeners(node *corev3.Node) []string { return wildcard(node, resource.ListenerType) }
+
+// Clusters names the clusters a node's wildcard cluster subscription
+// means (its application's, besides the VIPs it asks for); for
+// cache.Wildcard.
+func Clusters(node *corev3.Node) []string { return wildcard(node, resource.ClusterType) }
+
+func wildcard(node *corev3.Node, typeURL string) []string {
+	p, err := FromNode(node)
+	if err != nil {
+		return nil // such a stream is refused (Publisher.Prepare)
+	}
+	var out []string
+	for _, it := range p.items() {
+		if it.TypeURL == typeURL {
+			out = append(out, it.Name)
+		}
+	}
+	return out
+}
+
+// Publisher is where sidecar resources go: the xDS cache.
+type Publisher interface {
+	Update(items ...cache.Item) error
+}
+
+// Sidecars makes each sidecar's resources ready in the cache. They depend
+// only on the ports, so each set is built once and kept: a fleet has few
+// distinct port layouts.
+type Sidecars struct {
+	pub  Publisher
+	mu   sync.Mutex
+	done map[Ports]bool
+}
+
+// New returns Sidecars publishing into pub.
+func New(pub Publisher) *Sidecars {
+	return &Sidecars{pub: pub, done: make(map[Ports]bool)}
+}
+
+// Prepare checks a node's sidecar metadata and publishes its resources if
+// they are not yet published. An error says what is wrong with the
+// metadata; the stream should be refused with it.
+func (s *Sidecars) Prepare(node *corev3.Node) error {
+	p, err := FromNode(node)
+	if err != nil || !p.Sidecar() {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done[p] {
+		return nil
+	}
+	// One Update per item: their versions come from their own content
+	// only, so layouts that share a listener or cluster share its version.
+	for _, it := range p.items() {
+		if v, ok := it.Msg.(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return fmt.Errorf("sidecar %s: %w", it.Name, err)
+			}
+		}
+		if err := s.pub.Update(it); err != nil {
+			return fmt.Errorf("sidecar %s: %w", it.Name, err)
+		}
+	}
+	s.done[p] = true
+	return nil
+}
