@@ -1,7 +1,8 @@
 // Package bootstrap builds the bootstrap files clients of xspace-mesh read
-// to find the control plane: today the xDS bootstrap JSON of proxyless gRPC
-// (grpc-go's xds:/// resolver, and gRPC in other languages, read the same
-// format from $GRPC_XDS_BOOTSTRAP or $GRPC_XDS_BOOTSTRAP_CONFIG).
+// to find the control plane: an Envoy sidecar's bootstrap YAML (Envoy), and
+// the xDS bootstrap JSON of proxyless gRPC (GRPC; grpc-go's xds:///
+// resolver, and gRPC in other languages, read the same format from
+// $GRPC_XDS_BOOTSTRAP or $GRPC_XDS_BOOTSTRAP_CONFIG).
 package bootstrap
 
 import (

@@ -1,0 +1,245 @@
+package bootstrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"sigs.k8s.io/yaml"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+)
+
+// Defaults of an Envoy sidecar's bootstrap.
+const (
+	DefaultOutboundPort = 15001
+	DefaultAdminPort    = 15000
+)
+
+// EnvoyOptions describe one Envoy sidecar: one instance of one service.
+type EnvoyOptions struct {
+	// XDS is meshd's xDS address, host:port; a host name is resolved by DNS.
+	XDS string
+	// Service is the sidecar's own service (its node cluster); the token,
+	// if any, must be for the same service.
+	Service string
+	// NodeID identifies this instance; it must be unique in the fleet.
+	NodeID string
+	// OutboundPort is where the application sends its requests, on
+	// 127.0.0.1 (default 15001).
+	OutboundPort uint32
+	// InboundPort is the mutual-TLS port other sidecars call: the
+	// instance's registered secure port. 0: no inbound listener.
+	InboundPort uint32
+	// AppPort is the application's own port on 127.0.0.1, where inbound
+	// requests go. Required with InboundPort.
+	AppPort uint32
+	// AdminPort is Envoy's admin interface, on 127.0.0.1 only (default 15000).
+	AdminPort uint32
+	// Token is the service's bearer token (meshctl token issue). Without
+	// one, meshd must allow unauthenticated streams, and .svip clusters
+	// get no certificate.
+	Token string
+}
+
+// Envoy returns the YAML bootstrap of an Envoy sidecar (Envoy >= 1.27):
+//   - node id and cluster (the service), with the sidecar's ports in the
+//     node metadata, from which meshd builds its listeners;
+//   - delta ADS to meshd for listeners, clusters (on demand), endpoints,
+//     routes and secrets, with the token in the gRPC initial metadata,
+//     reconnect backoff from 0.5s to 30s, and HTTP/2 keepalive pings that
+//     notice a dead control-plane connection within about 40s;
+//   - the admin interface on 127.0.0.1 only.
+//
+// The bootstrap is generic: nothing in it names a VIP.
+func Envoy(o EnvoyOptions) ([]byte, error) {
+	if o.OutboundPort == 0 {
+		o.OutboundPort = DefaultOutboundPort
+	}
+	if o.AdminPort == 0 {
+		o.AdminPort = DefaultAdminPort
+	}
+	host, port, err := o.check()
+	if err != nil {
+		return nil, err
+	}
+	meta := map[string]any{names.NodeOutboundPortKey: o.OutboundPort}
+	if o.InboundPort != 0 {
+		meta[names.NodeInboundPortKey] = o.InboundPort
+		meta[names.NodeAppPortKey] = o.AppPort
+	}
+	md, err := structpb.NewStruct(meta)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: node metadata: %w", err)
+	}
+	grpc := &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+			ClusterName: names.XDSCluster,
+			// Reconnect backoff of the xDS stream (EnvoyGrpc.retry_policy, Envoy >= 1.26).
+			RetryPolicy: &corev3.RetryPolicy{RetryBackOff: &corev3.BackoffStrategy{
+				BaseInterval: durationpb.New(500 * time.Millisecond),
+				MaxInterval:  durationpb.New(30 * time.Second),
+			}},
+		}},
+	}
+	if o.Token != "" {
+		grpc.InitialMetadata = []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + o.Token}}
+	}
+	ads := &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md},
+		Admin: &bootstrapv3.Admin{
+			Address: socketAddress("127.0.0.1", o.AdminPort),
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
+				TransportApiVersion:       corev3.ApiVersion_V3,
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices:              []*corev3.GrpcService{grpc},
+			},
+			// Both are wildcard subscriptions over ADS, answered with this
+			// sidecar's own listeners and application cluster. Envoy
+			// releases before a 2025 fix (envoyproxy/envoy#41174) also
+			// misbehave with on-demand CDS when cds_config is absent.
+			LdsConfig: ads,
+			CdsConfig: ads,
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Clusters: []*clusterv3.Cluster{xdsCluster(host, port)},
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: encode: %w", err)
+	}
+	// protojson output is not stable byte for byte; round-trip it through
+	// encoding/json for a stable, sorted rendering.
+	var v any
+	if err := json.Unmarshal(j, &v); err != nil {
+		return nil, fmt.Errorf("bootstrap: encode: %w", err)
+	}
+	y, err := yaml.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: encode: %w", err)
+	}
+	header := fmt.Sprintf("# Envoy sidecar bootstrap of %s (node %s), written by meshctl bootstrap.\n"+
+		"# Everything else comes from meshd over delta ADS; regenerate this file rather than editing it.\n", o.Service, o.NodeID)
+	return append([]byte(header), y...), nil
+}
+
+// check validates the options and splits the xDS address.
+func (o EnvoyOptions) check() (string, uint32, error) {
+	if err := names.ValidateVIP(o.Service); err != nil {
+		return "", 0, fmt.Errorf("%w: service: %w", ErrInvalid, err)
+	}
+	if o.NodeID == "" || strings.ContainsFunc(o.NodeID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", 0, fmt.Errorf("%w: node id %q: give each instance a unique id without spaces, such as %s-1", ErrInvalid, o.NodeID, o.Service)
+	}
+	host, portStr, err := net.SplitHostPort(o.XDS)
+	if err != nil || host == "" {
+		return "", 0, fmt.Errorf("%w: xDS address %q: use host:port such as 127.0.0.1:18000", ErrInvalid, o.XDS)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("%w: xDS address %q: the port must be between 1 and 65535", ErrInvalid, o.XDS)
+	}
+	for _, p := range []struct {
+		flag string
+		port uint32
+	}{{"outbound port", o.OutboundPort}, {"inbound port", o.InboundPort}, {"app port", o.AppPort}, {"admin port", o.AdminPort}} {
+		if p.port > 65535 {
+			return "", 0, fmt.Errorf("%w: %s %d: must be between 1 and 65535", ErrInvalid, p.flag, p.port)
+		}
+	}
+	switch {
+	case o.InboundPort != 0 && o.AppPort == 0:
+		return "", 0, fmt.Errorf("%w: an inbound port needs the app port that inbound requests are forwarded to", ErrInvalid)
+	case o.InboundPort == 0 && o.AppPort != 0:
+		return "", 0, fmt.Errorf("%w: an app port is only used with an inbound port; set both or neither", ErrInvalid)
+	}
+	used := map[uint32]string{}
+	for _, p := range []struct {
+		name string
+		port uint32
+	}{{"outbound", o.OutboundPort}, {"inbound", o.InboundPort}, {"admin", o.AdminPort}, {"app", o.AppPort}} {
+		if p.port == 0 {
+			continue
+		}
+		if other, dup := used[p.port]; dup {
+			return "", 0, fmt.Errorf("%w: the %s and %s ports are both %d", ErrInvalid, other, p.name, p.port)
+		}
+		used[p.port] = p.name
+	}
+	if strings.ContainsAny(o.Token, " \t\r\n") {
+		return "", 0, fmt.Errorf("%w: the token contains white space; pass the output of meshctl token issue as is", ErrInvalid)
+	}
+	return host, uint32(port), nil
+}
+
+// xdsCluster reaches meshd over HTTP/2 (gRPC), resolving a host name by
+// DNS, with keepalive pings every 30s that give up after 10s.
+func xdsCluster(host string, port uint32) *clusterv3.Cluster {
+	discovery := clusterv3.Cluster_STRICT_DNS
+	if _, err := netip.ParseAddr(host); err == nil {
+		discovery = clusterv3.Cluster_STATIC
+	}
+	opts := &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+				ConnectionKeepalive: &corev3.KeepaliveSettings{
+					Interval: durationpb.New(30 * time.Second),
+					Timeout:  durationpb.New(10 * time.Second),
+				},
+			}},
+		}},
+	}
+	return &clusterv3.Cluster{
+		Name:                 names.XDSCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discovery},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: names.XDSCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)}},
+			}}}},
+		},
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(opts),
+		},
+	}
+}
+
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("bootstrap: pack %T: %v", m, err))
+	}
+	return a
+}

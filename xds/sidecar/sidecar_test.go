@@ -1,0 +1,99 @@
+package sidecar
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
+)
+
+func node(t *testing.T, fields map[string]any) *corev3.Node {
+	t.Helper()
+	md, err := structpb.NewStruct(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev3.Node{Id: "n", Metadata: md}
+}
+
+func TestFromNode(t *testing.T) {
+	for _, tc := range []struct {
+		fields map[string]any
+		want   Ports
+		err    string
+	}{
+		{nil, Ports{}, ""},
+		{map[string]any{names.NodeOutboundPortKey: 15001}, Ports{Outbound: 15001}, ""},
+		{map[string]any{names.NodeOutboundPortKey: "15001", names.NodeInboundPortKey: 8443.0, names.NodeAppPortKey: "8080"}, Ports{15001, 8443, 8080}, ""},
+		{map[string]any{names.NodeOutboundPortKey: 8080.5}, Ports{}, "8080.5 is not a port"},
+		{map[string]any{names.NodeOutboundPortKey: 0}, Ports{}, "0 is not a port"},
+		{map[string]any{names.NodeOutboundPortKey: true}, Ports{}, "want a port number"},
+		{map[string]any{names.NodeOutboundPortKey: "-1"}, Ports{}, "not a port number"},
+		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 15001, names.NodeAppPortKey: 8080}, Ports{}, "use two ports"},
+		{map[string]any{names.NodeAppPortKey: 8080}, Ports{}, "is missing"},
+	} {
+		got, err := FromNode(node(t, tc.fields))
+		if tc.err == "" && (err != nil || got != tc.want) {
+			t.Errorf("FromNode(%v) = %+v, %v; want %+v", tc.fields, got, err, tc.want)
+		}
+		if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("FromNode(%v) error %v; want one saying %q", tc.fields, err, tc.err)
+		}
+	}
+}
+
+// TestPrepare: a sidecar's resources are published once per port layout,
+// and the wildcard names match what was published.
+func TestPrepare(t *testing.T) {
+	c := cache.New(resource.ListenerType, resource.ClusterType)
+	counting := &countingPublisher{c: c}
+	s := New(counting)
+	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080})
+	for range 3 {
+		if err := s.Prepare(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counting.updates != 3 {
+		t.Fatalf("%d updates for one layout prepared three times; want 3 (two listeners, one cluster), once", counting.updates)
+	}
+	for typeURL, want := range map[string][]string{
+		resource.ListenerType: {"xspace-outbound-15001", "xspace-inbound-8443-to-8080"},
+		resource.ClusterType:  {"xspace-app-8080"},
+	} {
+		got := Listeners(n)
+		if typeURL == resource.ClusterType {
+			got = Clusters(n)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("wildcard %s = %v; want %v", typeURL, got, want)
+		}
+		for _, name := range got {
+			if _, ok := c.Version(cache.Item{TypeURL: typeURL, Name: name}); !ok {
+				t.Errorf("%s %s is not published", typeURL, name)
+			}
+		}
+	}
+	if got := Listeners(node(t, nil)); got != nil {
+		t.Errorf("a node that is no sidecar has wildcard listeners %v", got)
+	}
+	if err := s.Prepare(node(t, map[string]any{names.NodeOutboundPortKey: "x"})); err == nil {
+		t.Error("Prepare accepted a malformed port")
+	}
+}
+
+type countingPublisher struct {
+	c       *cache.Cache
+	updates int
+}
+
+func (p *countingPublisher) Update(items ...cache.Item) error {
+	p.updates++
+	return p.c.Update(items...)
+}
