@@ -32,7 +32,7 @@ export VAULT_BIN
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build meshd and meshctl into bin/
@@ -48,7 +48,12 @@ run: build ## build and start meshd on its embedded defaults (Ctrl-C stops it)
 .PHONY: test
 test: $(CONSUL_BIN) $(VAULT_BIN) ## run the whole test suite (race detector on; builds Consul and Vault once, see `consul`, `vault`)
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e/...
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: e2e
+e2e: ## run the Envoy e2e suite: docker compose (e2e/docker-compose.yaml), or processes with ENVOY_BIN=/path/to/envoy
+	$(GO) test -tags e2e -count=1 -v -timeout 30m -run TestE2E ./e2e/
 
 .PHONY: consul
 consul: $(CONSUL_BIN) ## build the Consul agent the Consul tests run against (once; about 12 minutes)
@@ -85,8 +90,9 @@ $(GOLANGCI):
 	cd tools/lint && $(GO) build -o $(GOLANGCI) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: golden
-golden: ## rewrite the golden Envoy resources under xds/translate/testdata/out
+golden: ## rewrite the golden Envoy resources (xds/translate/testdata/out) and reference bootstraps (envoy-configs/)
 	$(GO) test ./xds/translate/ -update
+	$(GO) test ./cmd/meshctl/ -run TestReferenceBootstraps -update
 
 .PHONY: bench
 bench: $(BENCHSTAT) ## run the xDS benchmarks of BENCHMARKS.md (about 5 minutes) and summarize them with benchstat
@@ -100,8 +106,8 @@ $(BENCHSTAT):
 
 .PHONY: check
 check: lint test ## lint, test, and verify the golden files are up to date
-	$(GO) test ./xds/translate/ -update
-	git diff --exit-code -- xds/translate/testdata
+	$(MAKE) golden
+	git diff --exit-code -- xds/translate/testdata envoy-configs
 
 .PHONY: clean
 clean: ## remove build outputs (not ./data)

@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	// Registers the HttpProtocolOptions type the bootstraps carry in an Any.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/prisma-systems/xspace-mesh/config"
+	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/token"
+)
+
+// compose is the part of docker-compose.yaml these checks read.
+type compose struct {
+	Services map[string]struct {
+		Image       string   `json:"image"`
+		Command     []string `json:"command"`
+		NetworkMode string   `json:"network_mode"`
+	} `json:"services"`
+}
+
+func loadCompose(t *testing.T) compose {
+	t.Helper()
+	b, err := os.ReadFile("docker-compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c compose
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yaml: %v", err)
+	}
+	return c
+}
+
+// TestComposeSidecars: every demo instance has an Envoy sidecar from the
+// official image at a pinned release >= 1.31, sharing its network
+// namespace, started from a bootstrap that setup.sh writes.
+func TestComposeSidecars(t *testing.T) {
+	c := loadCompose(t)
+	setup, err := os.ReadFile("setup.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`^envoyproxy/envoy:v1\.(\d+)\.\d+$`)
+	var sidecars int
+	for name, svc := range c.Services {
+		if !strings.HasPrefix(svc.Image, "envoyproxy/") {
+			continue
+		}
+		sidecars++
+		m := version.FindStringSubmatch(svc.Image)
+		if m == nil {
+			t.Errorf("%s: image %q is not a pinned envoyproxy/envoy:vX.Y.Z", name, svc.Image)
+		} else if minor, _ := strconv.Atoi(m[1]); minor < 31 {
+			t.Errorf("%s: Envoy %s is older than 1.31", name, svc.Image)
+		}
+		app := strings.TrimSuffix(name, "-envoy")
+		if svc.NetworkMode != "service:"+app {
+			t.Errorf("%s: network_mode %q; want service:%s so the app reaches it on 127.0.0.1", name, svc.NetworkMode, app)
+		}
+		if _, ok := c.Services[app]; !ok {
+			t.Errorf("%s: no service %s to sit beside", name, app)
+		}
+		i := slices.Index(svc.Command, "-c")
+		if i < 0 || i+1 >= len(svc.Command) {
+			t.Fatalf("%s: command %v has no -c BOOTSTRAP", name, svc.Command)
+		}
+		if dir, file := filepath.Split(svc.Command[i+1]); dir != "/bootstrap/" || !strings.Contains(string(setup), `--out "$out/`+file+`"`) {
+			t.Errorf("%s: setup.sh writes no bootstrap %s", name, svc.Command[i+1])
+		}
+	}
+	if sidecars != 3 {
+		t.Errorf("%d Envoy sidecars; want 3 (api-1, api-2, worker)", sidecars)
+	}
+}
+
+// TestMeshdConfig: the config meshd runs with in the compose file loads
+// and validates.
+func TestMeshdConfig(t *testing.T) {
+	cfg, err := config.Load("meshd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Registry.Type != "consul" || cfg.Secrets.Type != "vault" || cfg.XDS.AllowUnauthenticated {
+		t.Errorf("meshd.yaml: registry %s, secrets %s, allow_unauthenticated %v; want consul, vault, false",
+			cfg.Registry.Type, cfg.Secrets.Type, cfg.XDS.AllowUnauthenticated)
+	}
+}
+
+// TestSetupScript runs setup.sh with the real meshctl, as the compose
+// file's setup service does, and checks the sidecars' bootstraps it
+// writes: Envoy bootstraps of the right node, carrying a token for the
+// right service.
+func TestSetupScript(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "meshctl"), "../cmd/meshctl").CombinedOutput(); err != nil {
+		t.Fatalf("build meshctl: %v\n%s", err, out)
+	}
+	keyring := filepath.Join(dir, "tokens.yaml")
+	kr, _, err := token.LoadOrCreate(keyring, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "bootstrap")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "setup.sh")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"KEYRING="+keyring, "OUT="+out, "TOKENS="+dir)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("setup.sh: %v\n%s", err, b)
+	}
+	for node, want := range map[string]struct {
+		service string
+		inbound float64
+	}{"api-1": {"api", 8443}, "api-2": {"api", 8443}, "worker-1": {"worker", 0}} {
+		b, err := os.ReadFile(filepath.Join(out, node+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := yaml.YAMLToJSON(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var boot bootstrapv3.Bootstrap
+		if err := protojson.Unmarshal(j, &boot); err != nil {
+			t.Fatalf("%s: not an Envoy bootstrap: %v", node, err)
+		}
+		auth := boot.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetInitialMetadata()[0].GetValue()
+		claims, err := kr.Verify(strings.TrimPrefix(auth, "Bearer "))
+		switch {
+		case err != nil:
+			t.Errorf("%s: token does not verify: %v", node, err)
+		case claims.Service != want.service || boot.GetNode().GetCluster() != want.service || boot.GetNode().GetId() != node:
+			t.Errorf("%s: node %v with a token for %q; want node %s of %s", node, boot.GetNode(), claims.Service, node, want.service)
+		case boot.GetNode().GetMetadata().GetFields()[names.NodeInboundPortKey].GetNumberValue() != want.inbound:
+			t.Errorf("%s: inbound port %v; want %v", node, boot.GetNode().GetMetadata().GetFields()[names.NodeInboundPortKey], want.inbound)
+		}
+	}
+}
+
+// TestScriptsParse: the compose file's shell scripts are valid sh.
+func TestScriptsParse(t *testing.T) {
+	for _, script := range []string{"setup.sh", "vault-pki.sh"} {
+		if out, err := exec.Command("sh", "-n", script).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", script, err, out)
+		}
+	}
+}

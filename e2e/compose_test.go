@@ -1,0 +1,75 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// startCompose runs docker-compose.yaml (building the xspace-mesh image
+// first) and waits until the worker reaches the api through the mesh. The
+// stack is removed afterwards, unless E2E_KEEP=1; its logs are shown if a
+// test failed.
+func startCompose(t *testing.T) *cluster {
+	t.Helper()
+	compose := func(timeout time.Duration, args ...string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return exec.CommandContext(ctx, "docker", append([]string{"compose", "-f", "docker-compose.yaml"}, args...)...).CombinedOutput()
+	}
+	t.Log("e2e: docker compose up --build (the first build of the image takes a few minutes)")
+	if out, err := compose(20*time.Minute, "up", "-d", "--build"); err != nil {
+		t.Fatalf("docker compose up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := compose(time.Minute, "logs", "--no-color", "--tail", "100")
+			t.Logf("docker compose logs:\n%s", out)
+		}
+		if os.Getenv("E2E_KEEP") == "1" {
+			t.Log("e2e: E2E_KEEP=1, leaving the stack up; remove it with: docker compose -f e2e/docker-compose.yaml down -v")
+			return
+		}
+		if out, err := compose(5*time.Minute, "down", "-v"); err != nil {
+			t.Logf("docker compose down: %v\n%s", err, out)
+		}
+	})
+	c := &cluster{
+		meshd:  "http://127.0.0.1:18080",
+		worker: "http://127.0.0.1:18090",
+		apis:   map[string]string{"api-1": "http://127.0.0.1:18081", "api-2": "http://127.0.0.1:18082"},
+	}
+	c.restartMeshd = func(t *testing.T) {
+		if out, err := compose(5*time.Minute, "restart", "meshd"); err != nil {
+			t.Fatalf("docker compose restart meshd: %v\n%s", err, out)
+		}
+		waitReady(t, c.meshd+"/readyz", 2*time.Minute)
+	}
+	for _, url := range []string{c.meshd + "/readyz", c.worker + "/healthz", c.apis["api-1"] + "/healthz", c.apis["api-2"] + "/healthz"} {
+		waitReady(t, url, 5*time.Minute)
+	}
+	return c
+}
+
+// waitReady polls url until it answers 200.
+func waitReady(t *testing.T, url string, timeout time.Duration) {
+	t.Helper()
+	check := httpOK(url)
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := check(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after %s: %v", url, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
