@@ -65,9 +65,13 @@ type Discovery struct {
 	wakeup  chan struct{}
 
 	// routesMu orders publications of the outbound route configuration;
-	// routes are the watched VIPs whose policy needs a route of its own.
-	routesMu sync.Mutex
-	routes   map[string]registry.VIP
+	// routes are the watched VIPs whose policy needs a route of its own,
+	// routesAt is when it was last published, routesPending says a
+	// publication is scheduled.
+	routesMu      sync.Mutex
+	routes        map[string]registry.VIP
+	routesAt      time.Time
+	routesPending bool
 }
 
 // vip is the state of one watched VIP.

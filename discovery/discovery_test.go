@@ -3,13 +3,18 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
@@ -67,6 +72,11 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Options{RetryInterval: 10 * time.Millisecond})
+}
+
+func newFixtureWith(t *testing.T, opts Options) *fixture {
+	t.Helper()
 	store, err := embedded.Open(t.TempDir(), embedded.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +84,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { _ = store.Close() })
 	src := &flaky{Store: store}
 	pub := &counting{Cache: cache.New(resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType), sets: map[string]int{}}
-	d := New(src, pub, Options{RetryInterval: 10 * time.Millisecond})
+	d := New(src, pub, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go d.Run(ctx)
@@ -228,4 +238,60 @@ func TestRetryBackoffGrowsWithJitter(t *testing.T) {
 			t.Errorf("retryAfter(%d) = %s, want within [%s, %s]", tt.n, got, tt.lo, tt.hi)
 		}
 	}
+}
+
+// TestOutboundRoutesFollowWatchedPolicies: a watched VIP whose policy has
+// its own retries gets a route in the outbound route configuration, one at
+// the defaults does not, a forgotten one leaves it; a burst of such VIPs is
+// published in a few pushes, not one per VIP.
+func TestOutboundRoutesFollowWatchedPolicies(t *testing.T) {
+	// Grace is short so that released VIPs are forgotten by Run's sweep.
+	f := newFixtureWith(t, Options{RetryInterval: 10 * time.Millisecond, Grace: 40 * time.Millisecond})
+	routes := func() []string {
+		t.Helper()
+		resp, err := f.pub.Fetch(context.Background(), &gcpcache.Request{TypeUrl: resource.RouteType, ResourceNames: []string{names.OutboundRoute}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := resp.GetDiscoveryResponse()
+		if err != nil || len(msg.GetResources()) != 1 {
+			t.Fatalf("outbound routes: %v, %v", msg, err)
+		}
+		var r routev3.RouteConfiguration
+		if err := msg.GetResources()[0].UnmarshalTo(&r); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, route := range r.GetVirtualHosts()[0].GetRoutes() {
+			if h := route.GetMatch().GetHeaders(); len(h) > 0 {
+				out = append(out, h[0].GetStringMatch().GetExact())
+			}
+		}
+		return out
+	}
+	eventually(t, "default routes published", func() bool { return f.pub.count(names.OutboundRoute) == 1 })
+	const burst = 50
+	ctx := context.Background()
+	for i := range burst {
+		_, err := f.store.PutVIP(ctx, registry.VIP{Name: fmt.Sprintf("own-%02d", i), Policy: registry.Policy{Retries: registry.Retries{Attempts: 4}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.register(t, "plain", "p1", "10.0.0.1")
+	f.disc.Acquire(ctx, "plain.vip")
+	for i := range burst {
+		f.disc.Acquire(ctx, fmt.Sprintf("own-%02d.vip", i))
+	}
+	eventually(t, "every own route published", func() bool { return len(routes()) == burst })
+	if got := routes(); slices.Contains(got, "plain") {
+		t.Fatalf("a VIP at the defaults got a route of its own: %v", got)
+	}
+	if n := f.pub.count(names.OutboundRoute); n > burst/2 {
+		t.Fatalf("%d VIPs resolved in a burst published the outbound routes %d times; want them coalesced", burst, n)
+	}
+	for i := range burst {
+		f.disc.Release(fmt.Sprintf("own-%02d.vip", i))
+	}
+	eventually(t, "routes of forgotten VIPs removed", func() bool { return len(routes()) == 0 })
 }

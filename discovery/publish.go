@@ -178,13 +178,22 @@ func (d *Discovery) unpublish(name string) {
 	d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: plain})
 }
 
+// routesInterval is the least time between two publications of the
+// outbound route configuration. A lone change is published at once; a burst
+// (a fleet reconnecting after a restart re-resolves its VIPs) is coalesced
+// into one push to every sidecar per interval.
+const routesInterval = 100 * time.Millisecond
+
 // setRoute gives a VIP a route of its own in the outbound route
 // configuration of every sidecar when its policy differs from the platform
 // defaults (translate.HasOwnRoute), and takes it away otherwise (pass the
 // zero VIP for one that is gone). Only watched VIPs are listed, so the
-// configuration follows the fleet's working set; it is republished only
-// when a listed VIP's policy changes. It is set before a VIP's clusters are
-// published, so a sidecar that receives a cluster already has its route.
+// configuration follows the fleet's working set, and it changes only when
+// such a VIP comes, goes or changes its policy.
+//
+// It runs before the VIP's clusters are published, but the route reaches a
+// sidecar in its own response, possibly after the cluster: the first
+// requests to a VIP no sidecar held yet may be routed with the defaults.
 func (d *Discovery) setRoute(name string, v registry.VIP) {
 	d.routesMu.Lock()
 	defer d.routesMu.Unlock()
@@ -199,12 +208,34 @@ func (d *Discovery) setRoute(name string, v registry.VIP) {
 	default:
 		delete(d.routes, name)
 	}
-	d.publishRoutes()
+	d.routesChanged()
+}
+
+// routesChanged publishes the outbound route configuration now, or, if it
+// was published less than routesInterval ago, once the interval has
+// passed. Called with routesMu held.
+func (d *Discovery) routesChanged() {
+	if d.routesPending {
+		return
+	}
+	wait := time.Until(d.routesAt.Add(routesInterval))
+	if wait <= 0 {
+		d.publishRoutes()
+		return
+	}
+	d.routesPending = true
+	time.AfterFunc(wait, func() {
+		d.routesMu.Lock()
+		defer d.routesMu.Unlock()
+		d.routesPending = false
+		d.publishRoutes()
+	})
 }
 
 // publishRoutes publishes the outbound route configuration. Called with
 // routesMu held.
 func (d *Discovery) publishRoutes() {
+	d.routesAt = time.Now()
 	rc := translate.OutboundRouteConfiguration(slices.Collect(maps.Values(d.routes)))
 	err := rc.Validate()
 	if err == nil {

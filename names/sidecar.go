@@ -15,7 +15,8 @@ const (
 	// authority maps to (ClusterForAuthority); the outbound route takes its
 	// cluster from it. VIPHeader carries the bare VIP name, which the VIP's
 	// own route, if any, matches. Both are set by the sidecar, overwriting
-	// whatever the application sent, and are not forwarded upstream.
+	// whatever the application sent, and removed before the request is
+	// forwarded upstream.
 	ClusterHeader = "x-xspace-cluster"
 	VIPHeader     = "x-xspace-vip"
 

@@ -97,7 +97,12 @@ bootstrap goes to stdout, or to --out.`,
 			if tokenFile != "" {
 				mode = 0o600
 			}
+			// WriteFile sets the mode only when it creates the file; a
+			// token must not stay readable in a file written before.
 			if err := os.WriteFile(out, b, mode); err != nil {
+				return fmt.Errorf("write bootstrap: %w", err)
+			}
+			if err := os.Chmod(out, mode); err != nil {
 				return fmt.Errorf("write bootstrap: %w", err)
 			}
 			return nil

@@ -157,6 +157,10 @@ func TestBootstrapEnvoy(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("h.p.s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A file written before, readable by all, must not stay so.
+	if err := os.WriteFile(out, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	args := []string{
 		"bootstrap", "--service", "api", "--instance", "api-7", "--xds", "10.0.0.9:18000",
 		"--inbound-port", "9443", "--app-port", "9000", "--outbound-port", "16001", "--admin-port", "16000",

@@ -20,7 +20,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -63,31 +62,29 @@ type typeState struct {
 	wildcard func(*corev3.Node) []string
 }
 
+// implied returns the names a subscription's wildcard means for its node
+// (see Wildcard): nil unless the subscription is a wildcard of a type that
+// gives it a meaning.
+func (ts *typeState) implied(node *corev3.Node, sub gcpcache.Subscription) []string {
+	if ts.wildcard == nil || !sub.IsWildcard() {
+		return nil
+	}
+	return ts.wildcard(node)
+}
+
 // forEachName calls fn for every name a subscription looks at: each name it
-// subscribed to, then, for a wildcard subscription, each of the type's
-// wildcard names for its node that it did not also subscribe to, with
-// implied set.
-func (ts *typeState) forEachName(node *corev3.Node, sub gcpcache.Subscription, fn func(name string, implied bool)) {
+// subscribed to, then each of its implied names (see implied) it did not
+// also subscribe to, with isImplied set.
+func forEachName(sub gcpcache.Subscription, implied []string, fn func(name string, isImplied bool)) {
 	subscribed := sub.SubscribedResources()
 	for name := range subscribed {
 		fn(name, false)
 	}
-	if ts.wildcard == nil || !sub.IsWildcard() {
-		return
-	}
-	for _, name := range ts.wildcard(node) {
+	for _, name := range implied {
 		if _, ok := subscribed[name]; !ok {
 			fn(name, true)
 		}
 	}
-}
-
-// looksAt reports whether a subscription looks at name (see forEachName).
-func (ts *typeState) looksAt(node *corev3.Node, sub gcpcache.Subscription, name string) bool {
-	if _, ok := sub.SubscribedResources()[name]; ok {
-		return true
-	}
-	return ts.wildcard != nil && sub.IsWildcard() && slices.Contains(ts.wildcard(node), name)
 }
 
 // keys are where a stream with node looks name up, in order: under its
@@ -177,7 +174,8 @@ func (c *Cache) Scope(typeURL string, scope func(*corev3.Node) string) {
 // reported missing (a wildcard asks for whatever exists). Envoy subscribes
 // to its listeners this way: names picks a sidecar's own. Without Wildcard,
 // a wildcard subscription is served only the names it also asks for
-// explicitly, never the world. names must be cheap and must depend on the
+// explicitly, never the world. names runs under the cache's lock for every
+// response and watch of such a stream: it must be cheap, and depend on the
 // node only. Call before serving.
 func (c *Cache) Wildcard(typeURL string, names func(*corev3.Node) []string) {
 	c.mu.Lock()
@@ -316,7 +314,7 @@ func encode(it Item, deps []byte) (*entry, error) {
 
 // index adds w to the watches of every key its subscribed names look at.
 func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
-	ts.forEachName(node, sub, func(name string, _ bool) {
+	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
 			set := byKey[k]
 			if set == nil {
@@ -330,7 +328,7 @@ func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *c
 
 // unindex removes w from the watches of every key it was indexed under.
 func unindex[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
-	ts.forEachName(node, sub, func(name string, _ bool) {
+	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
 			if set := byKey[k]; set != nil {
 				delete(set, w)

@@ -76,18 +76,19 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		removed   []string
 		next      map[string]string
 	)
+	implied := ts.implied(req.GetNode(), sub)
 	record := func(name, version string) {
 		if next == nil {
 			next = make(map[string]string, len(returned)+1)
 			for n, v := range returned {
-				if n == wildcardServed || ts.looksAt(req.GetNode(), sub, n) {
+				if _, ok := sub.SubscribedResources()[n]; ok || n == wildcardServed || slices.Contains(implied, n) {
 					next[n] = v
 				}
 			}
 		}
 		next[name] = version
 	}
-	ts.forEachName(req.GetNode(), sub, func(name string, implied bool) {
+	forEachName(sub, implied, func(name string, isImplied bool) {
 		held := returned[name]
 		if _, ok := asked[name]; ok {
 			held = req.GetInitialResourceVersions()[name]
@@ -98,7 +99,7 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		case e == nil || e.tombstone():
 			// A wildcard name the client never received is not missing:
 			// the wildcard asked for whatever exists.
-			if held != absent && (!implied || held != "") {
+			if held != absent && (!isImplied || held != "") {
 				removed = append(removed, name)
 				record(name, absent)
 			}

@@ -51,7 +51,7 @@ func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch
 // the client already has exactly this version. Called with c.mu held.
 func sotwResponse(ts *typeState, req *gcpcache.Request, sub gcpcache.Subscription) *sotwResp {
 	var names []string
-	ts.forEachName(req.GetNode(), sub, func(name string, _ bool) { names = append(names, name) })
+	forEachName(sub, ts.implied(req.GetNode(), sub), func(name string, _ bool) { names = append(names, name) })
 	slices.Sort(names)
 	h := sha256.New()
 	returned := make(map[string]string, len(names))

@@ -173,14 +173,14 @@ func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamStat
 	if err := s.checkNode(st, req.GetNode()); err != nil {
 		return nil, "", err
 	}
+	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
+		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")
+	}
 	if !st.prepared && st.node != nil && s.opts.Nodes != nil {
 		if err := s.opts.Nodes.Prepare(st.node); err != nil {
 			return nil, "", status.Errorf(codes.InvalidArgument, "node %q: %v", st.node.GetId(), err)
 		}
 		st.prepared = true
-	}
-	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
-		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")
 	}
 	typeURL := st.requestType(req.GetTypeUrl())
 	if detail := req.GetErrorDetail(); detail != nil {

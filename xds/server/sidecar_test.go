@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -54,8 +55,13 @@ func (c *deltaClient) recvTypes(typeURLs ...string) map[string]*discoveryv3.Delt
 // name, then VIPs on demand. A VIP with its own retry policy gets its own
 // route in every sidecar's outbound routes.
 func TestEnvoySidecar(t *testing.T) {
-	m := newMesh(t)
-	c := m.delta(t, "orders-1")
+	kr := testKeyring(t, time.Now())
+	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
+	tok, err := kr.Issue("orders", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.deltaAs(t, "orders-1", "orders", tok)
 	sidecarNode(c, map[string]any{
 		names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: "8443", names.NodeAppPortKey: 8080,
 	})
@@ -150,6 +156,8 @@ func TestSidecarNodeMetadataIsChecked(t *testing.T) {
 		{map[string]any{names.NodeOutboundPortKey: "http"}, `"http" is not a port number`},
 		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443}, names.NodeAppPortKey + " is not"},
 		{map[string]any{names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, names.NodeOutboundPortKey + " is missing"},
+		// An unauthenticated stream gets no identity for the inbound listener.
+		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, "needs an authenticated stream"},
 	} {
 		c := m.delta(t, "bad-1")
 		sidecarNode(c, tc.fields)

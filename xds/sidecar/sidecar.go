@@ -3,8 +3,8 @@
 // cluster of its own application, all derived from the ports its bootstrap
 // wrote into its node metadata (meshctl bootstrap). Envoy subscribes to
 // listeners and clusters by wildcard; Listeners and Clusters tell the cache
-// what the wildcard means for a node, and Publisher makes those resources
-// ready before the node's first request is answered.
+// what the wildcard means for a node, and Sidecars.Prepare makes those
+// resources ready before the node's first request is answered.
 package sidecar
 
 import (
@@ -36,7 +36,9 @@ type Ports struct {
 }
 
 // FromNode reads a node's ports. A malformed value is an error naming the
-// metadata key; a node with none of the keys has zero Ports.
+// metadata key; a node with none of the keys has zero Ports. An inbound
+// port needs a stream authenticated as the node's service (the server
+// records it in the node's metadata, names.NodeServiceKey).
 func FromNode(node *corev3.Node) (Ports, error) {
 	fields := node.GetMetadata().GetFields()
 	var p Ports
@@ -65,6 +67,10 @@ func FromNode(node *corev3.Node) (Ports, error) {
 		return Ports{}, fmt.Errorf("node metadata %s is set but %s is not; the inbound listener forwards to the application's port", names.NodeInboundPortKey, names.NodeAppPortKey)
 	case p.Inbound != 0 && p.Inbound == p.Outbound:
 		return Ports{}, fmt.Errorf("node metadata %s and %s are both %d; use two ports", names.NodeInboundPortKey, names.NodeOutboundPortKey, p.Inbound)
+	case p.Inbound != 0 && fields[names.NodeServiceKey].GetStringValue() == "":
+		// Without a token the stream gets no identity, and a listener
+		// waiting for its certificate would never start.
+		return Ports{}, fmt.Errorf("node metadata %s needs an authenticated stream: the inbound listener serves the service's certificate; give the sidecar a token (meshctl bootstrap --token-file)", names.NodeInboundPortKey)
 	}
 	return p, nil
 }
@@ -119,18 +125,22 @@ func Listeners(node *corev3.Node) []string { return wildcard(node, resource.List
 // cache.Wildcard.
 func Clusters(node *corev3.Node) []string { return wildcard(node, resource.ClusterType) }
 
+// wildcard names a node's own resources of a type without building them:
+// the cache asks on every response to the node.
 func wildcard(node *corev3.Node, typeURL string) []string {
 	p, err := FromNode(node)
-	if err != nil {
-		return nil // such a stream is refused (Publisher.Prepare)
+	if err != nil || !p.Sidecar() {
+		return nil // a stream with bad metadata is refused (Prepare)
 	}
-	var out []string
-	for _, it := range p.items() {
-		if it.TypeURL == typeURL {
-			out = append(out, it.Name)
-		}
+	switch {
+	case typeURL == resource.ListenerType && p.Inbound != 0:
+		return []string{names.OutboundListener(p.Outbound), names.InboundListener(p.Inbound, p.App)}
+	case typeURL == resource.ListenerType:
+		return []string{names.OutboundListener(p.Outbound)}
+	case typeURL == resource.ClusterType && p.Inbound != 0:
+		return []string{names.LocalAppCluster(p.App)}
 	}
-	return out
+	return nil
 }
 
 // Publisher is where sidecar resources go: the xDS cache.
@@ -138,9 +148,13 @@ type Publisher interface {
 	Update(items ...cache.Item) error
 }
 
+// MaxLayouts bounds the distinct port layouts whose resources are kept. A
+// fleet has a handful; a client claiming ever new ports is refused beyond
+// this, rather than growing the cache.
+const MaxLayouts = 1024
+
 // Sidecars makes each sidecar's resources ready in the cache. They depend
-// only on the ports, so each set is built once and kept: a fleet has few
-// distinct port layouts.
+// only on the ports, so each set is built once and kept.
 type Sidecars struct {
 	pub  Publisher
 	mu   sync.Mutex
@@ -164,6 +178,9 @@ func (s *Sidecars) Prepare(node *corev3.Node) error {
 	defer s.mu.Unlock()
 	if s.done[p] {
 		return nil
+	}
+	if len(s.done) >= MaxLayouts {
+		return fmt.Errorf("sidecar ports %+v: meshd already serves %d distinct port layouts, its limit; use the fleet's usual ports", p, MaxLayouts)
 	}
 	// One Update per item: their versions come from their own content
 	// only, so layouts that share a listener or cluster share its version.

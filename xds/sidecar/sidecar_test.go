@@ -30,7 +30,8 @@ func TestFromNode(t *testing.T) {
 	}{
 		{nil, Ports{}, ""},
 		{map[string]any{names.NodeOutboundPortKey: 15001}, Ports{Outbound: 15001}, ""},
-		{map[string]any{names.NodeOutboundPortKey: "15001", names.NodeInboundPortKey: 8443.0, names.NodeAppPortKey: "8080"}, Ports{15001, 8443, 8080}, ""},
+		{map[string]any{names.NodeOutboundPortKey: "15001", names.NodeInboundPortKey: 8443.0, names.NodeAppPortKey: "8080", names.NodeServiceKey: "api"}, Ports{15001, 8443, 8080}, ""},
+		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, Ports{}, "needs an authenticated stream"},
 		{map[string]any{names.NodeOutboundPortKey: 8080.5}, Ports{}, "8080.5 is not a port"},
 		{map[string]any{names.NodeOutboundPortKey: 0}, Ports{}, "0 is not a port"},
 		{map[string]any{names.NodeOutboundPortKey: true}, Ports{}, "want a port number"},
@@ -54,7 +55,7 @@ func TestPrepare(t *testing.T) {
 	c := cache.New(resource.ListenerType, resource.ClusterType)
 	counting := &countingPublisher{c: c}
 	s := New(counting)
-	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080})
+	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080, names.NodeServiceKey: "api"})
 	for range 3 {
 		if err := s.Prepare(n); err != nil {
 			t.Fatal(err)
@@ -85,6 +86,16 @@ func TestPrepare(t *testing.T) {
 	}
 	if err := s.Prepare(node(t, map[string]any{names.NodeOutboundPortKey: "x"})); err == nil {
 		t.Error("Prepare accepted a malformed port")
+	}
+	// Layouts beyond MaxLayouts are refused, not kept.
+	for port := range MaxLayouts + 1 {
+		err := s.Prepare(node(t, map[string]any{names.NodeOutboundPortKey: 20000 + port}))
+		if port < MaxLayouts-1 && err != nil {
+			t.Fatalf("layout %d: %v", port, err)
+		}
+		if port == MaxLayouts && (err == nil || !strings.Contains(err.Error(), "distinct port layouts")) {
+			t.Fatalf("layout %d beyond the limit: %v; want it refused", port, err)
+		}
 	}
 }
 

@@ -142,6 +142,9 @@ func OutboundRouteConfiguration(vips []registry.VIP) *routev3.RouteConfiguration
 			Name:    names.OutboundRoute,
 			Domains: []string{"*"},
 			Routes:  routes,
+			// Removed by the router as it forwards, after the route has
+			// taken its cluster from them.
+			RequestHeadersToRemove: []string{names.ClusterHeader, names.VIPHeader},
 		}},
 		// Routes name no cluster of their own; the header does.
 		ValidateClusters: wrapperspb.Bool(false),
@@ -153,8 +156,9 @@ func OutboundRouteConfiguration(vips []registry.VIP) *routev3.RouteConfiguration
 // route of its own to apply it.
 func HasOwnRoute(v registry.VIP) bool {
 	p, d := v.Policy.Normalize(), registry.Policy{}.Normalize()
+	// Retry conditions are a set: their order means nothing to Envoy.
 	return p.Timeouts.Request != d.Timeouts.Request || p.Retries.Attempts != d.Retries.Attempts ||
-		p.Retries.PerTry != d.Retries.PerTry || !slices.Equal(p.Retries.On, d.Retries.On)
+		p.Retries.PerTry != d.Retries.PerTry || !slices.Equal(slices.Sorted(slices.Values(p.Retries.On)), slices.Sorted(slices.Values(d.Retries.On)))
 }
 
 // outboundRoute routes by the cluster header with p's timeout and retries;
