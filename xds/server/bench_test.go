@@ -89,6 +89,10 @@ type sidecars struct {
 	used      int
 	opened    int
 	cur       *deltaClient
+	// envoy makes each stream start as an Envoy sidecar does with
+	// meshctl's bootstrap: node metadata with its outbound port,
+	// wildcard listener and cluster subscriptions, then clusters on demand.
+	envoy bool
 }
 
 func (s *sidecars) next() *deltaClient {
@@ -99,10 +103,20 @@ func (s *sidecars) next() *deltaClient {
 		s.cur = own.delta(s.b, fmt.Sprintf("sidecar-%d", s.opened))
 		s.opened++
 		s.used = 0
-		// A listener subscription is answered by the cache alone (not
-		// found); once it is, the stream is open on the server side.
-		s.cur.subscribe(resource.ListenerType, "warmup")
-		s.cur.recv()
+		if s.envoy {
+			sidecarNode(s.cur, map[string]any{names.NodeOutboundPortKey: 15001})
+			s.cur.subscribe(resource.ListenerType)
+			if got := resourceNames(s.cur.recv()); !slices.Equal(got, []string{names.OutboundListener(15001)}) {
+				s.b.Fatalf("wildcard listeners %v", got)
+			}
+			s.cur.subscribe(resource.ClusterType)
+			s.cur.recv()
+		} else {
+			// A listener subscription is answered by the cache alone (not
+			// found); once it is, the stream is open on the server side.
+			s.cur.subscribe(resource.ListenerType, "warmup")
+			s.cur.recv()
+		}
 		s.b.StartTimer()
 	}
 	s.used++
@@ -114,10 +128,18 @@ func (s *sidecars) next() *deltaClient {
 // CDS does: CDS subscription, Cluster, ACK, EDS subscription, CLA. The
 // metric is the client-observed time from sending the CDS subscription to
 // receiving the ClusterLoadAssignment. Each stream takes 20 clusters.
-func BenchmarkOnDemandResolve(b *testing.B) {
+func BenchmarkOnDemandResolve(b *testing.B) { benchmarkOnDemandResolve(b, false) }
+
+// BenchmarkOnDemandResolveEnvoy is BenchmarkOnDemandResolve with streams
+// that start as Envoy sidecars do: their cluster subscription is a
+// wildcard (meaning the node's own clusters, from its metadata) plus the
+// names asked for on demand.
+func BenchmarkOnDemandResolveEnvoy(b *testing.B) { benchmarkOnDemandResolve(b, true) }
+
+func benchmarkOnDemandResolve(b *testing.B, envoy bool) {
 	m := newMesh(b)
 	populate(b, m, benchVIPs)
-	proxies := &sidecars{b: b, m: m, perStream: 20}
+	proxies := &sidecars{b: b, m: m, perStream: 20, envoy: envoy}
 	var (
 		lat  latencies
 		last *discoveryv3.DeltaDiscoveryResponse
