@@ -167,3 +167,45 @@ func TestSidecarNodeMetadataIsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestSidecarReconnectKeepsListeners: a sidecar reconnecting with the
+// versions of the listeners and cluster it holds is sent none of them
+// again (one empty first answer each, which a wildcard waits for), and the
+// route configuration it holds is not re-sent either (no answer at all).
+func TestSidecarReconnectKeepsListeners(t *testing.T) {
+	kr := testKeyring(t, time.Now())
+	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
+	tok, err := kr.Issue("orders", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}
+	c := m.deltaAs(t, "orders-1", "orders", tok)
+	sidecarNode(c, meta)
+	c.subscribe(lds)
+	listeners := versions(c.recv())
+	c.subscribe(cds)
+	clusters := versions(c.recv())
+	c.subscribe(rds, names.OutboundRoute)
+	routes := versions(c.recv())
+	if len(listeners) != 2 || len(clusters) != 1 || len(routes) != 1 {
+		t.Fatalf("first connection got listeners %v clusters %v routes %v", listeners, clusters, routes)
+	}
+	c.cancel()
+
+	c2 := m.deltaAs(t, "orders-1", "orders", tok)
+	sidecarNode(c2, meta)
+	for _, held := range []struct {
+		typeURL   string
+		subscribe []string
+		initial   map[string]string
+	}{{lds, nil, listeners}, {cds, nil, clusters}} {
+		c2.send(deltaReq{typeURL: held.typeURL, subscribe: held.subscribe, initial: held.initial})
+		r := c2.recv()
+		if len(r.GetResources()) != 0 || len(r.GetRemovedResources()) != 0 {
+			t.Fatalf("reconnect %s: sent %v removed %v; want nothing it already has", held.typeURL, resourceNames(r), r.GetRemovedResources())
+		}
+	}
+	c2.send(deltaReq{typeURL: rds, subscribe: []string{names.OutboundRoute}, initial: routes})
+	c2.quiet()
+}
