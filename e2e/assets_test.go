@@ -25,6 +25,7 @@ import (
 type compose struct {
 	Services map[string]struct {
 		Image       string   `json:"image"`
+		Build       any      `json:"build"`
 		Command     []string `json:"command"`
 		NetworkMode string   `json:"network_mode"`
 	} `json:"services"`
@@ -82,6 +83,16 @@ func TestComposeSidecars(t *testing.T) {
 	}
 	if sidecars != 3 {
 		t.Errorf("%d Envoy sidecars; want 3 (api-1, api-2, worker)", sidecars)
+	}
+}
+
+// TestComposeBuildsItsImage: a service running the locally built image
+// names its build, so compose builds it rather than trying to pull it.
+func TestComposeBuildsItsImage(t *testing.T) {
+	for name, svc := range loadCompose(t).Services {
+		if strings.HasPrefix(svc.Image, "xspace-mesh-e2e:") && svc.Build == nil {
+			t.Errorf("%s runs %s but has no build section; compose would try to pull it", name, svc.Image)
+		}
 	}
 }
 
