@@ -46,6 +46,9 @@ type XDS struct {
 	// reconnecting fleet queues instead of arriving at once.
 	AdmissionRate  float64 `json:"admission_rate"`
 	AdmissionBurst int     `json:"admission_burst"`
+	// MaxNamesPerType bounds the names one stream may hold of one type
+	// (clusters, endpoints, ...); each is a registry watch while held.
+	MaxNamesPerType int `json:"max_names_per_type"`
 	// TokenKeyring is the file of keys that sign and verify streams' bearer
 	// tokens; empty means <data_dir>/tokens.yaml, created on first start.
 	// Replicas must share one file.
@@ -145,7 +148,7 @@ func Defaults() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     Log{Level: "info", Format: "text"},
-		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000, AllowUnauthenticated: true},
+		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000, MaxNamesPerType: 10_000, AllowUnauthenticated: true},
 		HTTP:    HTTP{Address: "127.0.0.1:18080"},
 		Registry: Registry{
 			Type:     "embedded",
@@ -236,6 +239,9 @@ func (x XDS) validate() error {
 	}
 	if x.AdmissionBurst < 1 {
 		return fmt.Errorf("xds.admission_burst: %d must be at least 1", x.AdmissionBurst)
+	}
+	if x.MaxNamesPerType < 1 {
+		return fmt.Errorf("xds.max_names_per_type: %d must be at least 1 (names one stream may hold of one type)", x.MaxNamesPerType)
 	}
 	return nil
 }

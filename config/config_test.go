@@ -73,6 +73,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"same address", func(c *Config) { c.HTTP.Address = c.XDS.Address }, "http.address"},
 		{"admission rate", func(c *Config) { c.XDS.AdmissionRate = 0 }, "xds.admission_rate"},
 		{"admission burst", func(c *Config) { c.XDS.AdmissionBurst = 0 }, "xds.admission_burst"},
+		{"names per type", func(c *Config) { c.XDS.MaxNamesPerType = 0 }, "xds.max_names_per_type"},
 		{"registry type", func(c *Config) { c.Registry.Type = "eureka" }, "registry.type"},
 		{"sweep", func(c *Config) { c.Registry.Embedded.SweepInterval = 0 }, "registry.embedded.sweep_interval"},
 		{"share", func(c *Config) { c.Registry.Embedded.SelfPreservationShare = 1.5 }, "registry.embedded.self_preservation_share"},

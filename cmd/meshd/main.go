@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
 		Nodes:         sidecar.New(xdsCache),
 		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
+		MaxNamesPerType: cfg.XDS.MaxNamesPerType,
 	})
 
 	xdsLis, err := net.Listen("tcp", cfg.XDS.Address)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -125,14 +126,20 @@ func (s *Server) stream(protocol string, id int64, node *corev3.Node) *streamSta
 
 // update applies a change of a stream's subscriptions to one type: names it
 // newly holds are acquired (resolved before the request is answered), names
-// it dropped are released.
-func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string) {
+// it dropped are released. A change that would leave the stream holding
+// more than MaxNamesPerType names is refused whole.
+func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string) error {
 	var acquire, release []string
 	s.mu.Lock()
 	held := st.held[typeURL]
 	if held == nil {
 		held = make(map[string]struct{})
 		st.held[typeURL] = held
+	}
+	// Kept to undo the change if it goes over the limit.
+	var before map[string]struct{}
+	if len(held)+len(subscribe) > s.opts.MaxNamesPerType {
+		before = maps.Clone(held)
 	}
 	for _, name := range subscribe {
 		if _, ok := held[name]; !ok && name != "*" {
@@ -146,6 +153,14 @@ func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe 
 			release = append(release, name)
 		}
 	}
+	if n := len(held); n > s.opts.MaxNamesPerType {
+		// Undone, so that closing the stream releases only what it acquired.
+		st.held[typeURL] = before
+		s.mu.Unlock()
+		return status.Errorf(codes.ResourceExhausted,
+			"stream would hold %d %s names, more than the %d allowed; a sidecar needs far fewer (are names generated per request?)",
+			n, typeLabel(typeURL), s.opts.MaxNamesPerType)
+	}
 	s.mu.Unlock()
 	for _, name := range acquire {
 		s.acquire(st, typeURL, name)
@@ -153,6 +168,7 @@ func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe 
 	for _, name := range release {
 		s.release(st, typeURL, name)
 	}
+	return nil
 }
 
 // xdsRequest is what delta and state-of-the-world requests have in common.
@@ -211,7 +227,7 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 		return err
 	}
 	if s.onDemand(typeURL) {
-		s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+		return s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	return nil
 }
@@ -256,8 +272,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		}
 	}
 	s.mu.Unlock()
-	s.update(st, typeURL, want, drop)
-	return nil
+	return s.update(st, typeURL, want, drop)
 }
 
 // OnStreamResponse counts what is pushed.

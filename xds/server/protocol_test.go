@@ -4,9 +4,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -93,6 +96,33 @@ func TestNACKIsLoggedWithItsDetail(t *testing.T) {
 	for _, want := range []string{"level=ERROR", "NACK", "node_id=envoy-7", "endpoint rejected: bad weight"} {
 		if !strings.Contains(logs, want) {
 			t.Fatalf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}
+
+// TestHeldNamesAreBounded: a stream asking to hold more names of a type
+// than MaxNamesPerType is ended with ResourceExhausted, and what it held
+// before is released, not leaked.
+func TestHeldNamesAreBounded(t *testing.T) {
+	m := newMeshWith(t, func(o *Options) { o.MaxNamesPerType = 3 })
+	m.register(t, "a", "a1", "10.0.0.1", registry.StatusUp)
+	c := m.delta(t, "greedy-1")
+	c.subscribe(cds, "a.vip", "b.vip")
+	c.recv()
+	c.subscribe(cds, "c.vip", "d.vip")
+	if err := streamError(t, c); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "more than the 3 allowed") {
+		t.Fatalf("over the limit: %v; want ResourceExhausted naming the limit", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		held := 0
+		for _, v := range m.disc.Watched() {
+			held += v.Subscribers
+		}
+		if held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions still held 5s after the stream ended", held)
 		}
 	}
 }

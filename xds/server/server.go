@@ -94,6 +94,10 @@ type Options struct {
 	// well inside Envoy's 5 s on-demand CDS timeout.
 	AdmissionRate  float64
 	AdmissionBurst int
+	// MaxNamesPerType bounds the names one stream may hold of one type
+	// (default 10,000): each is a registry watch while it is held. A
+	// request beyond it ends the stream with ResourceExhausted.
+	MaxNamesPerType int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -135,6 +139,9 @@ func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Opti
 	}
 	if opts.AdmissionBurst <= 0 {
 		opts.AdmissionBurst = 2000
+	}
+	if opts.MaxNamesPerType <= 0 {
+		opts.MaxNamesPerType = 10_000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
