@@ -5,13 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
-	"strconv"
 	"time"
 
+	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -83,13 +82,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 
 // complete fills the defaults that depend on other flags, then validates.
 func (c *config) complete() error {
-	_, lport, err := net.SplitHostPort(c.Listen)
+	listenPort, err := demo.Port(c.Listen, "127.0.0.1:8080")
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w; use host:port such as 127.0.0.1:8080", c.Listen, err)
-	}
-	listenPort, err := strconv.ParseUint(lport, 10, 16)
-	if err != nil {
-		return fmt.Errorf("--listen %q: port %q is not a number from 0 to 65535", c.Listen, lport)
+		return fmt.Errorf("--listen %w", err)
 	}
 	if c.Port == 0 {
 		c.Port = uint(listenPort)

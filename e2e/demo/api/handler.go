@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+
+	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
 )
 
 // hello is the answer to every non-admin request.
@@ -102,7 +104,7 @@ func (s *service) leave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Not cancelled by the client going away: a half-done leave helps nobody.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), demo.ShutdownTimeout)
 	defer cancel()
 	if err := s.member.leave(ctx); err != nil {
 		s.logger.Error("leave failed", "error", err)

@@ -10,53 +10,21 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
 )
 
-// shutdownTimeout bounds deregistration and the HTTP drain at shutdown.
-const shutdownTimeout = 5 * time.Second
-
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(demo.Main("demo-api", os.Args[1:], parseFlags,
+		func(c config) []any { return []any{"instance", c.Name, "vip", c.VIP} }, serve))
 }
 
-func run(args []string) int {
-	cfg, err := parseFlags(args, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "demo-api:", err)
-		return 2
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "demo-api", "instance", cfg.Name, "vip", cfg.VIP)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg, logger); err != nil {
-		logger.Error("demo-api stopped", "error", err)
-		return 1
-	}
-	return 0
-}
-
-// serve listens, registers with meshd when configured, and serves until ctx
-// ends; then it deregisters and drains the HTTP server.
+// serve registers with meshd when configured and serves until ctx ends;
+// then it deregisters and drains the HTTP server.
 func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
 	var m *member
 	if cfg.Meshd != "" {
 		m = newMember(api.NewClient(cfg.Meshd, nil), cfg, logger)
@@ -64,30 +32,13 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	} else {
 		logger.Info("no --meshd; not registering")
 	}
-	srv := &http.Server{
-		Handler:           newHandler(cfg.Name, cfg.VIP, m, logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	logger.Info("serving", "address", lis.Addr().String())
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve HTTP on %s: %w", cfg.Listen, err)
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
+	var leave func(context.Context)
 	if m != nil {
-		if err := m.leave(sctx); err != nil {
-			logger.Warn("deregistration at shutdown failed; the lease will expire", "error", err)
+		leave = func(ctx context.Context) {
+			if err := m.leave(ctx); err != nil {
+				logger.Warn("deregistration at shutdown failed; the lease will expire", "error", err)
+			}
 		}
 	}
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("drain HTTP server: %w", err)
-	}
-	return nil
+	return demo.Serve(ctx, cfg.Listen, newHandler(cfg.Name, cfg.VIP, m, logger), logger, leave)
 }

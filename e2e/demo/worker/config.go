@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
 )
 
 const usage = `demo-worker is a demo XSPACE worker: it calls other VIPs through its Envoy
@@ -77,10 +77,10 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 
 // complete splits --target, then validates.
 func (c *config) complete() error {
-	if err := validHostPort(c.Listen); err != nil {
+	if _, err := demo.Port(c.Listen, "127.0.0.1:8090"); err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	if err := validHostPort(c.Proxy); err != nil {
+	if _, err := demo.Port(c.Proxy, "127.0.0.1:15001"); err != nil {
 		return fmt.Errorf("--proxy: %w", err)
 	}
 	if c.Name == "" {
@@ -96,18 +96,6 @@ func (c *config) complete() error {
 	c.TargetAuthority, c.TargetPath = authority, "/"+path
 	if err := validTarget(c.TargetAuthority, c.TargetPath); err != nil {
 		return fmt.Errorf("--target %q: %w; use authority/path such as api.svip/hello", c.Target, err)
-	}
-	return nil
-}
-
-// validHostPort checks a host:port address with a numeric port.
-func validHostPort(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q: %w; use host:port such as 127.0.0.1:8090", addr, err)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
 	}
 	return nil
 }

@@ -6,60 +6,21 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
+
+	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
 )
 
-// shutdownTimeout bounds the HTTP drain at shutdown.
-const shutdownTimeout = 5 * time.Second
-
 func main() {
-	os.Exit(run(os.Args[1:]))
-}
-
-func run(args []string) int {
-	cfg, err := parseFlags(args, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "demo-worker:", err)
-		return 2
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "demo-worker", "instance", cfg.Name)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg, logger); err != nil {
-		logger.Error("demo-worker stopped", "error", err)
-		return 1
-	}
-	return 0
+	os.Exit(demo.Main("demo-worker", os.Args[1:], parseFlags,
+		func(c config) []any { return []any{"instance", c.Name, "proxy", c.Proxy} }, serve))
 }
 
 // serve runs the HTTP server, and the call loop when --every is set, until
 // ctx ends; then it drains the server.
 func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	srv := &http.Server{
-		Handler:           newHandler(cfg, logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	logger.Info("serving", "address", lis.Addr().String(), "proxy", cfg.Proxy)
-
+	ctx, cancel := context.WithCancel(ctx)
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -67,18 +28,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 			callEvery(ctx, newCaller(cfg), cfg, logger)
 		}
 	}()
-
-	select {
-	case err = <-errc:
-		err = fmt.Errorf("serve HTTP on %s: %w", cfg.Listen, err)
-	case <-ctx.Done():
-		logger.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		if serr := srv.Shutdown(sctx); serr != nil {
-			err = fmt.Errorf("drain HTTP server: %w", serr)
-		}
-	}
+	err := demo.Serve(ctx, cfg.Listen, newHandler(cfg, logger), logger, nil)
+	cancel() // the loop also stops when serving failed
 	<-loopDone
 	return err
 }
