@@ -20,6 +20,7 @@ const (
 	CodePayloadTooLarge      = "payload_too_large"
 	CodeNotFound             = "not_found"
 	CodeMethodNotAllowed     = "method_not_allowed"
+	CodeForbidden            = "forbidden"
 	CodeConflict             = "conflict"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"

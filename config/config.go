@@ -17,8 +17,10 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // Config is everything meshd reads at start.
@@ -43,12 +45,24 @@ type Log struct {
 type XDS struct {
 	Address string `json:"address"`
 	// AdmissionRate is how many new streams per second are admitted; a
-	// reconnecting fleet queues instead of arriving at once.
+	// reconnecting fleet queues instead of arriving at once, streams that
+	// present a valid token ahead of those that do not.
 	AdmissionRate  float64 `json:"admission_rate"`
 	AdmissionBurst int     `json:"admission_burst"`
-	// MaxNamesPerType bounds the names one stream may hold of one type
-	// (clusters, endpoints, ...); each is a registry watch while held.
-	MaxNamesPerType int `json:"max_names_per_type"`
+	// MaxWaitingStreams bounds the streams waiting for admission; one more
+	// is refused with UNAVAILABLE (the client retries with backoff).
+	MaxWaitingStreams int `json:"max_waiting_streams"`
+	// MaxStreamsPerPeer bounds the streams one client address may have
+	// open or waiting; one more is refused with RESOURCE_EXHAUSTED.
+	MaxStreamsPerPeer int `json:"max_streams_per_peer"`
+	// MaxStreamsPerConnection bounds the concurrent streams of one
+	// HTTP/2 connection; a client opening more waits for one to end.
+	MaxStreamsPerConnection uint32 `json:"max_streams_per_connection"`
+	// MaxUnknownNames bounds the names of one type a stream holds that do
+	// not exist; past it the oldest is no longer tracked for that stream
+	// (it is not told if that name appears later). The stream itself is
+	// never refused for it.
+	MaxUnknownNames int `json:"max_unknown_names"`
 	// TokenKeyring is the file of keys that sign and verify streams' bearer
 	// tokens; empty means <data_dir>/tokens.yaml, created on first start.
 	// Replicas must share one file.
@@ -70,6 +84,12 @@ func (c Config) Keyring() string {
 // HTTP configures the REST API, metrics, health and debug server.
 type HTTP struct {
 	Address string `json:"address"`
+	// AllowedHosts are names, besides meshd's own addresses, localhost and
+	// the machine's host name, that requests may carry in their Host
+	// header (the DNS names meshd is reached by). Any other Host is refused,
+	// so a web page cannot drive the API through DNS rebinding. "*" allows
+	// every Host.
+	AllowedHosts []string `json:"allowed_hosts"`
 }
 
 // Registry selects and configures the service registry.
@@ -141,6 +161,14 @@ func (c Consul) ResolveToken() (string, error) {
 type Discovery struct {
 	// Grace is how long a VIP no proxy holds stays watched.
 	Grace registry.Duration `json:"grace"`
+	// NotFoundGrace is how long a VIP that does not exist, and that no
+	// proxy holds, stays watched.
+	NotFoundGrace registry.Duration `json:"not_found_grace"`
+	// MaxNotFound bounds the VIPs that do not exist watched at once (each
+	// so that the proxies holding it are told if it appears). Past it the
+	// ones no proxy holds are forgotten first; when all are held, a new
+	// name is answered "not found" without being watched.
+	MaxNotFound int `json:"max_not_found"`
 }
 
 // Defaults returns the configuration meshd runs with when given none.
@@ -148,8 +176,16 @@ func Defaults() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     Log{Level: "info", Format: "text"},
-		XDS:     XDS{Address: "127.0.0.1:18000", AdmissionRate: 2000, AdmissionBurst: 2000, MaxNamesPerType: 10_000, AllowUnauthenticated: true},
-		HTTP:    HTTP{Address: "127.0.0.1:18080"},
+		XDS: XDS{
+			Address:       "127.0.0.1:18000",
+			AdmissionRate: server.DefaultAdmissionRate, AdmissionBurst: server.DefaultAdmissionBurst,
+			MaxWaitingStreams:       server.DefaultMaxWaitingStreams,
+			MaxStreamsPerPeer:       server.DefaultMaxStreamsPerPeer,
+			MaxStreamsPerConnection: server.DefaultMaxStreamsPerConnection,
+			MaxUnknownNames:         server.DefaultMaxUnknownNames,
+			AllowUnauthenticated:    true,
+		},
+		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}},
 		Registry: Registry{
 			Type:     "embedded",
 			Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15},
@@ -162,7 +198,9 @@ func Defaults() Config {
 			},
 		},
 		Discovery: Discovery{
-			Grace: registry.Duration(5 * time.Minute),
+			Grace:         registry.Duration(discovery.DefaultGrace),
+			NotFoundGrace: registry.Duration(discovery.DefaultNotFoundGrace),
+			MaxNotFound:   discovery.DefaultMaxNotFound,
 		},
 		Secrets: DefaultSecrets(),
 	}
@@ -240,13 +278,32 @@ func (x XDS) validate() error {
 	if x.AdmissionBurst < 1 {
 		return fmt.Errorf("xds.admission_burst: %d must be at least 1", x.AdmissionBurst)
 	}
-	if x.MaxNamesPerType < 1 {
-		return fmt.Errorf("xds.max_names_per_type: %d must be at least 1 (names one stream may hold of one type)", x.MaxNamesPerType)
+	if x.MaxWaitingStreams < 1 {
+		return fmt.Errorf("xds.max_waiting_streams: %d must be at least 1 (streams waiting for admission)", x.MaxWaitingStreams)
+	}
+	if x.MaxStreamsPerPeer < 1 {
+		return fmt.Errorf("xds.max_streams_per_peer: %d must be at least 1 (streams one client address may have)", x.MaxStreamsPerPeer)
+	}
+	if x.MaxStreamsPerConnection < 1 {
+		return fmt.Errorf("xds.max_streams_per_connection: %d must be at least 1 (a proxy needs one)", x.MaxStreamsPerConnection)
+	}
+	if x.MaxUnknownNames < 1 {
+		return fmt.Errorf("xds.max_unknown_names: %d must be at least 1 (names that do not exist one stream may hold of a type)", x.MaxUnknownNames)
 	}
 	return nil
 }
 
-func (h HTTP) validate() error { return validAddress("http.address", h.Address) }
+func (h HTTP) validate() error {
+	if err := validAddress("http.address", h.Address); err != nil {
+		return err
+	}
+	for i, host := range h.AllowedHosts {
+		if host == "" || strings.ContainsAny(host, "/:@ ") && net.ParseIP(strings.Trim(host, "[]")) == nil {
+			return fmt.Errorf("http.allowed_hosts[%d]: %q is not a host name or address; e.g. meshd.internal", i, host)
+		}
+	}
+	return nil
+}
 
 func (r Registry) validate() error {
 	if r.Type != "embedded" && r.Type != "consul" {
@@ -311,6 +368,12 @@ func validConsulAddress(addr string) error {
 func (d Discovery) validate() error {
 	if d.Grace < 0 {
 		return fmt.Errorf("discovery.grace: %s must not be negative", d.Grace.D())
+	}
+	if d.NotFoundGrace < 0 || d.NotFoundGrace > d.Grace {
+		return fmt.Errorf("discovery.not_found_grace: %s must be between 0 and discovery.grace (%s)", d.NotFoundGrace.D(), d.Grace.D())
+	}
+	if d.MaxNotFound < 1 {
+		return fmt.Errorf("discovery.max_not_found: %d must be at least 1 (VIPs that do not exist watched at once)", d.MaxNotFound)
 	}
 	return nil
 }

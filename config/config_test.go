@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
@@ -73,7 +75,13 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"same address", func(c *Config) { c.HTTP.Address = c.XDS.Address }, "http.address"},
 		{"admission rate", func(c *Config) { c.XDS.AdmissionRate = 0 }, "xds.admission_rate"},
 		{"admission burst", func(c *Config) { c.XDS.AdmissionBurst = 0 }, "xds.admission_burst"},
-		{"names per type", func(c *Config) { c.XDS.MaxNamesPerType = 0 }, "xds.max_names_per_type"},
+		{"waiting streams", func(c *Config) { c.XDS.MaxWaitingStreams = 0 }, "xds.max_waiting_streams"},
+		{"streams per peer", func(c *Config) { c.XDS.MaxStreamsPerPeer = 0 }, "xds.max_streams_per_peer"},
+		{"streams per connection", func(c *Config) { c.XDS.MaxStreamsPerConnection = 0 }, "xds.max_streams_per_connection"},
+		{"unknown names", func(c *Config) { c.XDS.MaxUnknownNames = 0 }, "xds.max_unknown_names"},
+		{"allowed host", func(c *Config) { c.HTTP.AllowedHosts = []string{"http://meshd"} }, "http.allowed_hosts[0]"},
+		{"not found grace", func(c *Config) { c.Discovery.NotFoundGrace = c.Discovery.Grace + 1 }, "discovery.not_found_grace"},
+		{"max not found", func(c *Config) { c.Discovery.MaxNotFound = 0 }, "discovery.max_not_found"},
 		{"registry type", func(c *Config) { c.Registry.Type = "eureka" }, "registry.type"},
 		{"sweep", func(c *Config) { c.Registry.Embedded.SweepInterval = 0 }, "registry.embedded.sweep_interval"},
 		{"share", func(c *Config) { c.Registry.Embedded.SelfPreservationShare = 1.5 }, "registry.embedded.self_preservation_share"},
@@ -115,8 +123,8 @@ func TestYAMLRoundTrip(t *testing.T) {
 	if err := Decode(b, &cfg); err != nil {
 		t.Fatalf("printed config does not load back: %v\n%s", err, b)
 	}
-	if cfg != Defaults() {
-		t.Fatalf("round trip changed the config:\n%+v\n%+v", cfg, Defaults())
+	if diff := cmp.Diff(Defaults(), cfg); diff != "" {
+		t.Fatalf("round trip changed the config (-defaults +loaded):\n%s", diff)
 	}
 }
 

@@ -6,11 +6,20 @@
 // it a grace period after the last stream lets go, so memory follows the
 // working set of the fleet. Secrets does the same for SDS identities.
 //
+// Names the registry does not have cost memory too (a watch, so that the
+// streams holding one are told when it appears), and any client can make
+// them up, so they are bounded on their own: a VIP that is not found is
+// forgotten soon after its last holder lets go (NotFoundGrace), and at most
+// MaxNotFound of them are tracked at once. Past that cap the oldest ones no
+// stream holds make room, and when every tracked one is held, a new name is
+// answered "not found" without keeping anything (see Acquire).
+//
 // A change to one VIP rebuilds that VIP's resources only. When the registry
 // fails, the last known resources keep being served.
 package discovery
 
 import (
+	"container/list"
 	"context"
 	"log/slog"
 	"sync"
@@ -18,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
@@ -32,12 +42,25 @@ type Publisher interface {
 	Delete(it cache.Item)
 }
 
+// The defaults of Options (and of meshd's discovery configuration).
+const (
+	DefaultGrace         = 5 * time.Minute
+	DefaultNotFoundGrace = 30 * time.Second
+	DefaultMaxNotFound   = 2000
+)
+
 // Options tune discovery; zero values take the defaults.
 type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	// Grace is how long a VIP no stream holds stays watched (default 5m).
+	// Grace is how long a VIP no stream holds stays watched.
 	Grace time.Duration
+	// NotFoundGrace is how long a VIP that does not exist, and that no
+	// stream holds, stays watched.
+	NotFoundGrace time.Duration
+	// MaxNotFound bounds the VIPs that do not exist tracked at once; see
+	// the package comment.
+	MaxNotFound int
 	// RetryInterval is how soon a VIP whose lookup failed is first looked up
 	// again (default 1s); it doubles with each failure, up to MaxRetryInterval
 	// (default 30s), with jitter.
@@ -59,6 +82,12 @@ type Discovery struct {
 
 	mu   sync.Mutex
 	vips map[string]*vip
+	// vipsPeak is the most vips held since the map was last right-sized.
+	vipsPeak int
+	// absent counts the watched VIPs that do not exist (vip.absent);
+	// idleAbsent lists those no stream holds, longest idle first.
+	absent     int
+	idleAbsent *list.List
 
 	dirtyMu sync.Mutex
 	dirty   map[string]struct{}
@@ -87,12 +116,23 @@ type vip struct {
 	// guarded by Discovery.mu
 	refs      int
 	idleSince time.Time
+	// absent mirrors !found as of lookup number absentAt, for the bound on
+	// VIPs that do not exist (see track).
+	absent   bool
+	absentAt uint64
+	// idle is its element of Discovery.idleAbsent while it is absent and
+	// no stream holds it.
+	idle *list.Element
+	// untracked says it was dropped at its first lookup: it does not
+	// exist and MaxNotFound were tracked already.
+	untracked bool
 
 	// guarded by resolveMu
 	last      registry.Service
 	found     bool
 	err       error
-	failures  int // consecutive failed lookups
+	failures  int    // consecutive failed lookups
+	lookups   uint64 // lookups that finished, numbering what absentAt records
 	forgotten bool
 }
 
@@ -102,7 +142,13 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Grace <= 0 {
-		opts.Grace = 5 * time.Minute
+		opts.Grace = DefaultGrace
+	}
+	if opts.NotFoundGrace <= 0 {
+		opts.NotFoundGrace = DefaultNotFoundGrace
+	}
+	if opts.MaxNotFound <= 0 {
+		opts.MaxNotFound = DefaultMaxNotFound
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second
@@ -117,29 +163,35 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		opts.Now = time.Now
 	}
 	return &Discovery{
-		src:     src,
-		pub:     pub,
-		log:     opts.Logger.With("component", "discovery"),
-		metrics: newMetrics(opts.Registerer),
-		opts:    opts,
-		vips:    make(map[string]*vip),
-		dirty:   make(map[string]struct{}),
-		wakeup:  make(chan struct{}, 1),
-		routes:  make(map[string]registry.VIP),
+		src:        src,
+		pub:        pub,
+		log:        opts.Logger.With("component", "discovery"),
+		metrics:    newMetrics(opts.Registerer),
+		opts:       opts,
+		vips:       make(map[string]*vip),
+		idleAbsent: list.New(),
+		dirty:      make(map[string]struct{}),
+		wakeup:     make(chan struct{}, 1),
+		routes:     make(map[string]registry.VIP),
 	}
 }
 
 // Acquire is called when a stream subscribes to a VIP's resource by name (a
 // cluster, its endpoints, or its gRPC listener or route, which share the
 // cluster's name). It returns once the VIP's resources, or their absence,
-// are in the cache, so the stream's answer is immediate. Names that are not
-// a VIP's are simply absent and hold nothing.
-func (d *Discovery) Acquire(ctx context.Context, cluster string) {
+// are in the cache, so the stream's answer is immediate.
+//
+// found reports whether the VIP exists (its cluster of that name may still
+// be absent: a .vip whose policy serves mutual TLS only). held reports
+// whether the caller now holds a reference, to be given back with one
+// Release: names that are not a VIP's hold nothing, nor does a VIP that
+// does not exist when MaxNotFound others that do not exist are held.
+func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bool) {
 	start := d.opts.Now()
 	name, secure, ok := names.ParseCluster(cluster)
 	if !ok {
 		d.metrics.lookups.WithLabelValues(resultNotFound).Inc()
-		return
+		return false, false
 	}
 	d.mu.Lock()
 	v := d.vips[name]
@@ -147,9 +199,10 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) {
 	if first {
 		v = &vip{name: name, ready: make(chan struct{})}
 		d.vips[name] = v
+		d.vips = shrink.Map(d.vips, &d.vipsPeak)
 		d.metrics.watched.Inc()
 	}
-	v.refs++
+	d.hold(v)
 	d.mu.Unlock()
 
 	if first {
@@ -157,21 +210,35 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) {
 		// The lookup serves every stream waiting for this VIP, so it must
 		// not end with the first one.
 		v.stop = d.src.Watch(name, func() { d.markDirty(name) })
-		d.resolve(v)
+		d.track(v, d.resolve(v))
 		close(v.ready)
-	} else {
+	} else if !closed(v.ready) {
 		select {
 		case <-v.ready:
 		case <-ctx.Done():
-			return
+			// The stream went away before the answer: it holds nothing.
+			d.mu.Lock()
+			if d.vips[name] == v {
+				d.unhold(v)
+			}
+			d.mu.Unlock()
+			return false, false
 		}
 	}
-	d.metrics.lookups.WithLabelValues(d.result(v, secure)).Inc()
+	d.mu.Lock()
+	untracked := v.untracked
+	d.mu.Unlock()
+	result := resultNotFound
+	if !untracked {
+		result = d.result(v, secure)
+	}
+	d.metrics.lookups.WithLabelValues(result).Inc()
 	d.metrics.resolve.Observe(d.opts.Now().Sub(start).Seconds())
+	return result == resultFound, !untracked
 }
 
-// Release undoes one Acquire. A VIP no stream holds is forgotten after the
-// grace period.
+// Release undoes one Acquire that held. A VIP no stream holds is forgotten
+// after the grace period (NotFoundGrace if it does not exist).
 func (d *Discovery) Release(cluster string) {
 	name, _, ok := names.ParseCluster(cluster)
 	if !ok {
@@ -184,10 +251,20 @@ func (d *Discovery) Release(cluster string) {
 		d.log.Error("release of a cluster that was not acquired", "cluster", cluster)
 		return
 	}
-	v.refs--
-	if v.refs == 0 {
-		v.idleSince = d.opts.Now()
+	d.unhold(v)
+}
+
+// Found reports whether a VIP's name exists as of its latest lookup; false
+// for a VIP that is not watched.
+func (d *Discovery) Found(cluster string) bool {
+	name, _, ok := names.ParseCluster(cluster)
+	if !ok {
+		return false
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := d.vips[name]
+	return v != nil && !v.absent && closed(v.ready)
 }
 
 // result classifies an acquired cluster for the lookups metric.
@@ -218,7 +295,7 @@ func (d *Discovery) Run(ctx context.Context) {
 	d.routesMu.Lock()
 	d.publishRoutes()
 	d.routesMu.Unlock()
-	sweep := time.NewTicker(min(d.opts.Grace/4, 10*time.Second))
+	sweep := time.NewTicker(min(d.opts.Grace/4, d.opts.NotFoundGrace/4, 10*time.Second))
 	defer sweep.Stop()
 	for {
 		select {
@@ -236,7 +313,7 @@ func (d *Discovery) Run(ctx context.Context) {
 func (d *Discovery) processDirty() {
 	d.dirtyMu.Lock()
 	batch := d.dirty
-	d.dirty = make(map[string]struct{}, len(batch))
+	d.dirty = make(map[string]struct{}) // not sized like batch: a burst must not outlive itself
 	d.dirtyMu.Unlock()
 	for name := range batch {
 		d.mu.Lock()
@@ -250,31 +327,32 @@ func (d *Discovery) processDirty() {
 			// without holding up the other VIPs.
 			go func() { <-v.ready; d.markDirty(name) }()
 		default:
-			d.resolve(v)
+			d.track(v, d.resolve(v))
 		}
 	}
 }
 
-// forgetIdle stops watching VIPs that no stream has held for the grace
-// period and removes their resources. It holds d.mu throughout, so an
-// Acquire of the same VIP either keeps it alive or starts afresh after it.
+// forgetIdle stops watching VIPs that no stream has held for their grace
+// period (NotFoundGrace for those that do not exist) and removes their
+// resources. It holds d.mu throughout, so an Acquire of the same VIP either
+// keeps it alive or starts afresh after it.
 func (d *Discovery) forgetIdle() {
 	now := d.opts.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, v := range d.vips {
-		if v.refs > 0 || now.Sub(v.idleSince) < d.opts.Grace || !closed(v.ready) {
+	for _, v := range d.vips {
+		grace := d.opts.Grace
+		if v.absent {
+			grace = d.opts.NotFoundGrace
+		}
+		if v.refs > 0 || now.Sub(v.idleSince) < grace || !closed(v.ready) {
 			continue
 		}
-		delete(d.vips, name)
-		d.metrics.watched.Dec()
-		v.stop()
-		v.resolveMu.Lock()
-		v.forgotten = true
-		d.unpublish(name)
-		v.resolveMu.Unlock()
-		d.log.Debug("forgot idle VIP", "vip", name)
+		if d.forget(v) {
+			d.log.Debug("forgot idle VIP", "vip", v.name)
+		}
 	}
+	d.vips = shrink.Map(d.vips, &d.vipsPeak)
 }
 
 func closed(ch chan struct{}) bool {

@@ -26,10 +26,15 @@ type flaky struct {
 	*embedded.Store
 	broken  atomic.Bool
 	lookups atomic.Int64
+	// gate, when set, holds every lookup until it is closed.
+	gate chan struct{}
 }
 
 func (f *flaky) Lookup(ctx context.Context, vip string) (registry.Service, error) {
 	f.lookups.Add(1)
+	if f.gate != nil {
+		<-f.gate
+	}
 	if f.broken.Load() {
 		return registry.Service{}, errors.Join(registry.ErrUnavailable, errors.New("test outage"))
 	}

@@ -15,6 +15,9 @@ type metrics struct {
 	watched         prometheus.Gauge
 	registryErrors  prometheus.Counter
 	translateErrors prometheus.Counter
+	absent          prometheus.Gauge
+	absentEvicted   prometheus.Counter
+	absentUntracked prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,12 +46,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "xspace_discovery_translate_errors_total",
 			Help: "VIPs whose generated resources failed validation and were not published.",
 		}),
+		absent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xspace_discovery_not_found_vips",
+			Help: "Watched VIPs that do not exist (held by a stream, or within discovery.not_found_grace); at most discovery.max_not_found.",
+		}),
+		absentEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_discovery_not_found_evicted_total",
+			Help: "VIPs that do not exist and that no stream held, forgotten before their grace ended to stay within discovery.max_not_found.",
+		}),
+		absentUntracked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_discovery_not_found_untracked_total",
+			Help: "Lookups of VIPs that do not exist answered without keeping any state, because discovery.max_not_found were held; such a VIP is not pushed to the stream if it appears later.",
+		}),
 	}
 	for _, r := range []string{resultFound, resultNotFound, resultError} {
 		m.lookups.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors)
+		reg.MustRegister(m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors,
+			m.absent, m.absentEvicted, m.absentUntracked)
 	}
 	return m
 }

@@ -20,15 +20,29 @@ import (
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
+// outcome is whether a VIP existed after a lookup, and which lookup that
+// was, so that outcomes reported out of order are told apart (see track).
+type outcome struct {
+	found bool
+	n     uint64
+}
+
 // resolve looks a VIP up and publishes what it finds. On a registry error
 // the last known resources stay published and the lookup is retried with
 // backoff; only the first failure and the recovery are logged.
-func (d *Discovery) resolve(v *vip) {
+func (d *Discovery) resolve(v *vip) outcome {
 	v.resolveMu.Lock()
 	defer v.resolveMu.Unlock()
 	if v.forgotten {
-		return
+		return outcome{found: v.found, n: v.lookups}
 	}
+	v.lookups++
+	d.lookup(v)
+	return outcome{found: v.found, n: v.lookups}
+}
+
+// lookup is one registry lookup of resolve. Called with v.resolveMu held.
+func (d *Discovery) lookup(v *vip) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.opts.LookupTimeout)
 	svc, err := d.src.Lookup(ctx, v.name)
 	cancel()

@@ -50,12 +50,14 @@ func NewSecrets(certs Certificates, pub Publisher, logger *slog.Logger) *Secrets
 }
 
 // Acquire makes secret name ready for a stream of service ("" when the
-// stream did not authenticate).
-func (s *Secrets) Acquire(ctx context.Context, service, name string) {
+// stream did not authenticate). found says the name is one the stream may
+// see; held that it holds a reference, given back with one Release (an
+// identity only).
+func (s *Secrets) Acquire(ctx context.Context, service, name string) (found, held bool) {
 	switch name {
 	case names.IdentitySecret:
 		if service == "" {
-			return
+			return false, false
 		}
 		s.mu.Lock()
 		s.refs[service]++
@@ -63,12 +65,15 @@ func (s *Secrets) Acquire(ctx context.Context, service, name string) {
 		cert, err := s.certs.Acquire(ctx, service)
 		if err != nil {
 			s.log.Error("no identity certificate; the proxy waits for one", "service", service, "error", err)
-			return
+			return true, true
 		}
 		s.publishIdentity(cert)
+		return true, true
 	case names.TrustBundleSecret:
 		s.publishBundle(ctx)
+		return true, false
 	}
+	return false, false
 }
 
 // Release undoes one Acquire; the identity of a service no stream holds is

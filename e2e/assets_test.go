@@ -107,6 +107,10 @@ func TestMeshdConfig(t *testing.T) {
 		t.Errorf("meshd.yaml: registry %s, secrets %s, allow_unauthenticated %v; want consul, vault, false",
 			cfg.Registry.Type, cfg.Secrets.Type, cfg.XDS.AllowUnauthenticated)
 	}
+	// The demo services reach meshd's API as http://meshd:18080.
+	if !slices.Contains(cfg.HTTP.AllowedHosts, "meshd") {
+		t.Errorf("meshd.yaml: http.allowed_hosts %v lacks meshd, the name the demo services use", cfg.HTTP.AllowedHosts)
+	}
 }
 
 // TestSetupScript runs setup.sh with the real meshctl, as the compose

@@ -50,6 +50,8 @@ type Deps struct {
 	Checks map[string]func() Check
 	// Config is shown at /debug/config.
 	Config any
+	// Hosts, when set, are the only Host headers answered (see Hosts).
+	Hosts *Hosts
 }
 
 // Handler returns the whole HTTP surface of meshd.
@@ -71,6 +73,9 @@ func Handler(d Deps) http.Handler {
 		api.WriteError(w, http.StatusNotFound, api.CodeNotFound,
 			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/proxies, /debug/vips, /debug/secrets, /debug/config", "")
 	})
+	if d.Hosts != nil {
+		return guardHosts(*d.Hosts, mux)
+	}
 	return mux
 }
 

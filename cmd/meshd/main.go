@@ -164,7 +164,10 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go id.run(ctx)
 
 	xdsCache := server.NewCache()
-	disc := discovery.New(backend.source, xdsCache, discovery.Options{Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D()})
+	disc := discovery.New(backend.source, xdsCache, discovery.Options{
+		Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D(),
+		NotFoundGrace: cfg.Discovery.NotFoundGrace.D(), MaxNotFound: cfg.Discovery.MaxNotFound,
+	})
 	go disc.Run(ctx)
 	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
 		Logger: logger, Registerer: reg,
@@ -172,7 +175,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
 		Nodes:         sidecar.New(xdsCache),
 		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
-		MaxNamesPerType: cfg.XDS.MaxNamesPerType,
+		MaxWaitingStreams: cfg.XDS.MaxWaitingStreams, MaxStreamsPerPeer: cfg.XDS.MaxStreamsPerPeer,
+		MaxUnknownNames: cfg.XDS.MaxUnknownNames,
 	})
 
 	xdsLis, err := net.Listen("tcp", cfg.XDS.Address)
@@ -186,10 +190,11 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 
 	var serving atomic.Bool
+	hosts := ops.NewHosts(httpLis.Addr(), cfg.HTTP.AllowedHosts)
 	httpServer := &http.Server{
 		Handler: ops.Handler(ops.Deps{
 			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
-			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg,
+			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg, Hosts: &hosts,
 			Checks: map[string]func() ops.Check{
 				"registry": backend.check,
 				"secrets":  id.check,
@@ -200,7 +205,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	grpcServer := grpc.NewServer(server.GRPCOptions()...)
+	grpcServer := grpc.NewServer(server.GRPCOptions(cfg.XDS.MaxStreamsPerConnection)...)
 	xdsServer.Register(grpcServer)
 
 	errs := make(chan error, 2)

@@ -49,7 +49,7 @@ func newMeshOn(tb testing.TB, e *env) *mesh {
 	})
 	go disc.Run(ctx)
 	srv := server.New(ctx, c, disc, server.Options{Registerer: e.reg, AdmissionRate: 1e6, AdmissionBurst: 1e6})
-	g := grpc.NewServer(server.GRPCOptions()...)
+	g := grpc.NewServer(server.GRPCOptions(0)...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

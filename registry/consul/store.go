@@ -146,6 +146,8 @@ type Store struct {
 
 	watchMu sync.Mutex
 	watches map[string]*watch
+	// watchesPeak is for shrink.Map of watches.
+	watchesPeak int
 
 	ctx       context.Context
 	cancel    context.CancelFunc

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	capi "github.com/hashicorp/consul/api"
+
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
 )
 
 // watch follows one VIP with two blocking queries, one on its health
@@ -53,6 +55,7 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 		w = &watch{vip: vip, cancel: cancel, subs: make(map[*subscriber]struct{}), answered: make(chan struct{})}
 		w.pending.Store(2)
 		s.watches[vip] = w
+		s.watches = shrink.Map(s.watches, &s.watchesPeak)
 		s.metrics.watches.Inc()
 		s.wg.Add(2)
 		go s.follow(ctx, w, "instances", s.followHealth(w))
@@ -69,6 +72,7 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 		delete(w.subs, sub)
 		if len(w.subs) == 0 && s.watches[vip] == w {
 			delete(s.watches, vip)
+			s.watches = shrink.Map(s.watches, &s.watchesPeak)
 			s.metrics.watches.Dec()
 			w.cancel()
 		}

@@ -115,6 +115,8 @@ type Store struct {
 
 	watchMu  sync.Mutex
 	watchers map[string]map[*watcher]struct{}
+	// watchersPeak is for shrink.Map of watchers.
+	watchersPeak int
 
 	stop      chan struct{}
 	done      chan struct{}

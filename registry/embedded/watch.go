@@ -1,6 +1,10 @@
 package embedded
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
+)
 
 // watcher is one Watch callback.
 type watcher struct {
@@ -21,6 +25,7 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 	if !ok {
 		ws = make(map[*watcher]struct{})
 		s.watchers[vip] = ws
+		s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
 	}
 	ws[w] = struct{}{}
 	s.watchMu.Unlock()
@@ -33,6 +38,7 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 		delete(s.watchers[vip], w)
 		if len(s.watchers[vip]) == 0 {
 			delete(s.watchers, vip)
+			s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
 		}
 	}
 }

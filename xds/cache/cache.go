@@ -29,6 +29,8 @@ import (
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
 )
 
 // absent is the version of a tombstone, and the version recorded in a
@@ -51,11 +53,16 @@ type entry struct {
 
 func (e *entry) tombstone() bool { return e.delta == nil }
 
+// absentEntry is the entry of every name known not to exist; entries are
+// never mutated, so all share it.
+var absentEntry = &entry{version: absent}
+
 // typeState holds the resources of one type URL and the watches waiting on them.
 type typeState struct {
-	resources map[string]*entry                   // by key
-	delta     map[string]map[*deltaWatch]struct{} // by key
-	sotw      map[string]map[*sotwWatch]struct{}  // by key
+	resources     map[string]*entry // by key
+	resourcesPeak int               // for shrink.Map
+	delta         watchIndex[*deltaWatch]
+	sotw          watchIndex[*sotwWatch]
 	// scope, for a scoped type, names the scope of a stream from its node.
 	scope func(*corev3.Node) string
 	// wildcard, if set, names what a wildcard subscription of a node means.
@@ -124,8 +131,72 @@ func scopedKey(scope, name string) string { return scope + "\x00" + name }
 func newTypeState() *typeState {
 	return &typeState{
 		resources: make(map[string]*entry),
-		delta:     make(map[string]map[*deltaWatch]struct{}),
-		sotw:      make(map[string]map[*sotwWatch]struct{}),
+		delta:     newWatchIndex[*deltaWatch](),
+		sotw:      newWatchIndex[*sotwWatch](),
+	}
+}
+
+// watchIndex finds the watches that look at a key. Most keys have one
+// watch, held without a set of its own (a stream holding thousands of names
+// costs one map slot per name). Its map is right-sized as it empties
+// (shrink.Map), so a flood of names does not leave its memory behind.
+type watchIndex[W comparable] struct {
+	byKey map[string]watchers[W]
+	peak  int
+}
+
+// watchers are the watches of one key: one, or, once there are more, a set.
+type watchers[W comparable] struct {
+	one  W
+	many map[W]struct{}
+}
+
+func newWatchIndex[W comparable]() watchIndex[W] {
+	return watchIndex[W]{byKey: make(map[string]watchers[W])}
+}
+
+func (x *watchIndex[W]) add(key string, w W) {
+	ws, ok := x.byKey[key]
+	switch {
+	case !ok:
+		x.byKey[key] = watchers[W]{one: w}
+		x.byKey = shrink.Map(x.byKey, &x.peak)
+	case ws.many != nil:
+		ws.many[w] = struct{}{}
+	case ws.one != w:
+		x.byKey[key] = watchers[W]{many: map[W]struct{}{ws.one: {}, w: {}}}
+	}
+}
+
+func (x *watchIndex[W]) remove(key string, w W) {
+	ws, ok := x.byKey[key]
+	switch {
+	case !ok:
+		return
+	case ws.many != nil:
+		delete(ws.many, w)
+		if len(ws.many) > 0 {
+			return
+		}
+	case ws.one != w:
+		return
+	}
+	delete(x.byKey, key)
+	x.byKey = shrink.Map(x.byKey, &x.peak)
+}
+
+// each calls fn for every watch of key; fn may remove watches.
+func (x *watchIndex[W]) each(key string, fn func(W)) {
+	ws, ok := x.byKey[key]
+	if !ok {
+		return
+	}
+	if ws.many == nil {
+		fn(ws.one)
+		return
+	}
+	for w := range ws.many {
+		fn(w)
 	}
 }
 
@@ -239,6 +310,7 @@ func (c *Cache) Update(items ...Item) error {
 	for _, i := range changed {
 		ts := c.types[items[i].TypeURL]
 		ts.resources[ts.key(items[i])] = entries[i]
+		ts.resources = shrink.Map(ts.resources, &ts.resourcesPeak)
 	}
 	for _, i := range changed {
 		ts := c.types[items[i].TypeURL]
@@ -254,6 +326,7 @@ func (c *Cache) Delete(it Item) {
 	defer c.mu.Unlock()
 	if ts := c.types[it.TypeURL]; ts != nil {
 		delete(ts.resources, ts.key(it))
+		ts.resources = shrink.Map(ts.resources, &ts.resourcesPeak)
 	}
 }
 
@@ -272,25 +345,25 @@ func (c *Cache) Version(it Item) (version string, ok bool) {
 // wake answers every watch that looks at key and now has something to
 // send. Each watch answers at most once and is then removed.
 func (c *Cache) wake(ts *typeState, key string) {
-	for w := range ts.delta[key] {
+	ts.delta.each(key, func(w *deltaWatch) {
 		if resp := c.deltaResponse(ts, w.req, w.sub, false); resp != nil {
-			unindex(ts.delta, ts, w.req.GetNode(), w.sub, w)
+			unindex(&ts.delta, ts, w.req.GetNode(), w.sub, w)
 			w.ch <- resp
 		}
-	}
-	for w := range ts.sotw[key] {
+	})
+	ts.sotw.each(key, func(w *sotwWatch) {
 		if resp := sotwResponse(ts, w.req, w.sub); resp != nil {
-			unindex(ts.sotw, ts, w.req.GetNode(), w.sub, w)
+			unindex(&ts.sotw, ts, w.req.GetNode(), w.sub, w)
 			w.ch <- resp
 		}
-	}
+	})
 }
 
 // encode serializes an item once, deterministically, and derives its version
 // from the bytes and deps (the versions of the items it depends on).
 func encode(it Item, deps []byte) (*entry, error) {
 	if it.Msg == nil {
-		return &entry{version: absent}, nil
+		return absentEntry, nil
 	}
 	typeURL := "type.googleapis.com/" + string(it.Msg.ProtoReflect().Descriptor().FullName())
 	if typeURL != it.TypeURL {
@@ -313,29 +386,19 @@ func encode(it Item, deps []byte) (*entry, error) {
 }
 
 // index adds w to the watches of every key its subscribed names look at.
-func index[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
+func index[W comparable](x *watchIndex[W], ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
-			set := byKey[k]
-			if set == nil {
-				set = make(map[W]struct{})
-				byKey[k] = set
-			}
-			set[w] = struct{}{}
+			x.add(k, w)
 		}
 	})
 }
 
 // unindex removes w from the watches of every key it was indexed under.
-func unindex[W comparable](byKey map[string]map[W]struct{}, ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
+func unindex[W comparable](x *watchIndex[W], ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
 		for _, k := range ts.keys(node, name) {
-			if set := byKey[k]; set != nil {
-				delete(set, w)
-				if len(set) == 0 {
-					delete(byKey, k)
-				}
-			}
+			x.remove(k, w)
 		}
 	})
 }

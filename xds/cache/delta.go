@@ -42,11 +42,11 @@ func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscr
 		return func() {}, nil
 	}
 	w := &deltaWatch{req: req, sub: sub, ch: ch}
-	index(ts.delta, ts, req.GetNode(), sub, w)
+	index(&ts.delta, ts, req.GetNode(), sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		unindex(ts.delta, ts, req.GetNode(), sub, w)
+		unindex(&ts.delta, ts, req.GetNode(), sub, w)
 	}, nil
 }
 

@@ -39,11 +39,11 @@ func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch
 		return func() {}, nil
 	}
 	w := &sotwWatch{req: req, sub: sub, ch: ch}
-	index(ts.sotw, ts, req.GetNode(), sub, w)
+	index(&ts.sotw, ts, req.GetNode(), sub, w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		unindex(ts.sotw, ts, req.GetNode(), sub, w)
+		unindex(&ts.sotw, ts, req.GetNode(), sub, w)
 	}, nil
 }
 

@@ -5,13 +5,10 @@ import (
 	"errors"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/token"
 )
 
@@ -54,37 +51,4 @@ func (s *Server) authenticate(ctx context.Context) (token.Claims, error) {
 		return token.Claims{}, status.Error(codes.Unauthenticated, msg)
 	}
 	return claims, nil
-}
-
-// checkNode refuses a node that claims to be another service than its
-// stream authenticated as, and records the authenticated service (or its
-// absence) in the node's metadata, in place: go-control-plane keeps this
-// node for the stream's later requests, and the cache reads the service
-// from it to decide which identity secret a name means.
-func (s *Server) checkNode(st *streamState, node *corev3.Node) error {
-	if node == nil {
-		return nil
-	}
-	if st.claims.Service != "" && node.GetCluster() != st.claims.Service {
-		return status.Errorf(codes.PermissionDenied,
-			"node %q claims service %q but its token is for %q", node.GetId(), node.GetCluster(), st.claims.Service)
-	}
-	if node.Metadata == nil {
-		node.Metadata = &structpb.Struct{}
-	}
-	if node.Metadata.Fields == nil {
-		node.Metadata.Fields = map[string]*structpb.Value{}
-	}
-	if st.claims.Service == "" {
-		delete(node.Metadata.Fields, names.NodeServiceKey)
-	} else {
-		node.Metadata.Fields[names.NodeServiceKey] = structpb.NewStringValue(st.claims.Service)
-	}
-	return nil
-}
-
-// AuthenticatedService returns the service a request's stream authenticated
-// as, or "" if it did not. The cache scopes identity secrets with it.
-func AuthenticatedService(node *corev3.Node) string {
-	return node.GetMetadata().GetFields()[names.NodeServiceKey].GetStringValue()
 }

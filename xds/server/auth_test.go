@@ -13,7 +13,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/token"
 )
 
-func testKeyring(t *testing.T, now time.Time) *token.Keyring {
+func testKeyring(t testing.TB, now time.Time) *token.Keyring {
 	t.Helper()
 	kr, err := token.NewKeyring([]token.Key{{ID: "k1", Secret: []byte(strings.Repeat("s", 32))}}, func() time.Time { return now })
 	if err != nil {

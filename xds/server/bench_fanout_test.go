@@ -5,6 +5,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -57,6 +58,19 @@ func dial(tb testing.TB, addr string) *grpc.ClientConn {
 // see from Envoy.
 // grpcDial connects the way a proxy does; for goroutines without a testing.TB.
 func grpcDial(addr string) (*grpc.ClientConn, error) { return grpc.NewClient(addr, envoyLike()...) }
+
+// grpcDialFrom connects from loopback address 127.0.1.<host> (1 to 254):
+// Linux routes all of 127.0.0.0/8 to the loopback interface, so clients
+// can stand for proxies on distinct hosts, as meshd's per-peer limit sees
+// them.
+func grpcDialFrom(addr string, host int) (*grpc.ClientConn, error) {
+	from := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(host))}
+	dial := func(ctx context.Context, target string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: from}
+		return d.DialContext(ctx, "tcp", target)
+	}
+	return grpc.NewClient(addr, append(envoyLike(), grpc.WithContextDialer(dial))...)
+}
 
 func envoyLike() []grpc.DialOption {
 	return []grpc.DialOption{

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -53,6 +54,8 @@ type memReport struct {
 	HeapInuse  uint64 `json:"heap_inuse"`
 	StackInuse uint64 `json:"stack_inuse"`
 	RSS        uint64 `json:"rss"`
+	// PeakRSS is the most RSS since the last GET /mem?reset=1 (VmHWM).
+	PeakRSS    uint64 `json:"peak_rss"`
 	Goroutines int    `json:"goroutines"`
 	Streams    int    `json:"streams"`
 	Watched    int    `json:"watched"`
@@ -87,15 +90,30 @@ func TestBenchServerProcess(t *testing.T) {
 	m := newMesh(t)
 	populate(t, m, vips)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, _ *http.Request) {
+	// GET /mem?free=1 also returns freed memory to the OS first (what the
+	// runtime's background scavenger does over minutes); ?reset=1 then
+	// restarts the peak RSS.
+	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, r *http.Request) {
 		runtime.GC()
 		runtime.GC()
+		if r.URL.Query().Has("free") {
+			debug.FreeOSMemory()
+		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		_ = json.NewEncoder(w).Encode(memReport{
-			HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: rss(), Goroutines: runtime.NumGoroutine(),
-			Streams: len(m.srv.Proxies()), Watched: len(m.disc.Watched()),
+			HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: procStatus("VmRSS:"), PeakRSS: procStatus("VmHWM:"),
+			Goroutines: runtime.NumGoroutine(), Streams: len(m.srv.Proxies()), Watched: len(m.disc.Watched()),
 		})
+		if r.URL.Query().Has("reset") {
+			_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets VmHWM
+		}
+	})
+	// POST /forget moves discovery's clock past every grace period and
+	// forgets what no stream holds.
+	mux.HandleFunc("POST /forget", func(http.ResponseWriter, *http.Request) {
+		m.skew.Add(int64(24 * time.Hour))
+		m.disc.ForgetIdle()
 	})
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, cpuTime())
@@ -130,14 +148,15 @@ func TestBenchServerProcess(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
-// rss is the process's resident set size from /proc, or 0 where there is none.
-func rss() uint64 {
+// procStatus reads a size (VmRSS:, VmHWM:) of this process from /proc, or
+// 0 where there is none.
+func procStatus(field string) uint64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}
@@ -206,9 +225,12 @@ func (p *serverProcess) get(tb testing.TB, path string) io.ReadCloser {
 	return resp.Body
 }
 
-func (p *serverProcess) mem(tb testing.TB) memReport {
+func (p *serverProcess) mem(tb testing.TB) memReport { return p.memAt(tb, "/mem") }
+
+// memAt reads the child's memory report at path (/mem with its options).
+func (p *serverProcess) memAt(tb testing.TB, path string) memReport {
 	tb.Helper()
-	body := p.get(tb, "/mem")
+	body := p.get(tb, path)
 	defer func() { _ = body.Close() }()
 	var r memReport
 	if err := json.NewDecoder(body).Decode(&r); err != nil {

@@ -35,9 +35,13 @@ const (
 // behind its re-subscriptions (an unknown name, answered at once) comes
 // back. Reports the time until every proxy is re-resolved, the per-proxy
 // p50/p99, and fails on any removed or re-sent resource or stream error.
+// The proxies come from 25 loopback addresses, 200 from each, within the
+// default limit of streams per address.
 func BenchmarkReconnectStorm(b *testing.B) {
 	raiseFDLimit(b, 4*stormProxies)
-	m := newMeshWith(b, func(o *Options) { o.AdmissionRate, o.AdmissionBurst = 0, 0 }) // the defaults
+	m := newMeshWith(b, func(o *Options) { // the defaults
+		o.AdmissionRate, o.AdmissionBurst, o.MaxStreamsPerPeer = 0, 0, 0
+	})
 	populate(b, m, stormVIPs)
 	held := heldVersions(b, m)
 	for b.Loop() {
@@ -109,7 +113,7 @@ func heldVersions(tb testing.TB, m *mesh) map[string]map[string]string {
 // reconnect is one proxy coming back: it re-subscribes its clusters with
 // the versions it holds, then waits for a barrier answer behind them.
 func reconnect(ctx context.Context, addr string, p int, clusters []string, held map[string]map[string]string) error {
-	conn, err := grpcDial(addr)
+	conn, err := grpcDialFrom(addr, 1+p/200)
 	if err != nil {
 		return err
 	}

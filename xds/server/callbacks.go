@@ -2,8 +2,7 @@ package server
 
 import (
 	"context"
-	"maps"
-	"time"
+	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -13,84 +12,44 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/prisma-systems/xspace-mesh/token"
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
 )
 
 var _ serverv3.Callbacks = (*Server)(nil)
 
-// streamState is what the server knows of one open stream.
-type streamState struct {
-	id       int64
-	protocol string // "delta" or "sotw"
-	kind     string // metric label of the stream's service: ads, cds, eds
-	// typeURL is the type of a standalone service's stream ("" for ADS).
-	// Requests on such streams may leave their type URL empty.
-	typeURL string
-	// claims are what the stream's token says; empty when unauthenticated.
-	claims token.Claims
-	ctx    context.Context
-	since  time.Time
-	node   *corev3.Node
-	// held are the on-demand names this stream holds, by type URL; each
-	// is one Acquire on the resolver.
-	held map[string]map[string]struct{}
-	// prepared says Options.Nodes accepted the node. Only the stream's
-	// own request loop reads or writes it.
-	prepared bool
-}
+// maxNameBytes bounds one resource name. The names the mesh serves are
+// short (a VIP is at most 63 characters); a longer one is refused rather
+// than held for the life of the stream.
+const maxNameBytes = 512
 
-// requestType is the type URL a request is about: its own, or its stream's.
-func (st *streamState) requestType(typeURL string) string {
-	if typeURL == "" {
-		return st.typeURL
-	}
-	return typeURL
-}
-
-// onDemand reports whether subscriptions of a type are resolved on demand.
-// Listener and route names are cluster names (a gRPC client dialling
-// "xds:///payments.vip" asks for the listener "payments.vip"), so they are
-// acquired from the resolver like clusters.
-func (s *Server) onDemand(typeURL string) bool {
-	switch typeURL {
-	case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType:
-		return true
-	case resource.SecretType:
-		return s.opts.Secrets != nil
-	}
-	return false
-}
-
-func (s *Server) acquire(st *streamState, typeURL, name string) {
-	if typeURL == resource.SecretType {
-		s.opts.Secrets.Acquire(st.ctx, st.claims.Service, name)
-		return
-	}
-	s.resolver.Acquire(st.ctx, name)
-}
-
-func (s *Server) release(st *streamState, typeURL, name string) {
-	if typeURL == resource.SecretType {
-		s.opts.Secrets.Release(st.claims.Service, name)
-		return
-	}
-	s.resolver.Release(name)
-}
-
+// open authenticates a new stream, counts it against its peer and waits
+// for its admission. go-control-plane calls close for every stream,
+// whether open succeeded or not.
 func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) error {
 	claims, err := s.authenticate(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.admit.Wait(ctx); err != nil {
-		return status.Errorf(codes.Unavailable, "stream admission: %v", err)
-	}
 	st := &streamState{
-		id: id, protocol: protocol, kind: typeLabel(typeURL), typeURL: typeURL, ctx: ctx, since: s.now(),
-		claims: claims, held: make(map[string]map[string]struct{}),
+		id: id, protocol: protocol, kind: typeLabel(typeURL), typeURL: typeURL, ctx: ctx,
+		peer: peerOf(ctx), claims: claims, held: make(map[string]*heldNames),
+	}
+	if err := s.admission.enter(st.peer); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.streams[streamKey{protocol, id}] = st
+	s.streams = shrink.Map(s.streams, &s.streamsPeak)
+	s.mu.Unlock()
+	class := classUnauthenticated
+	if claims.Service != "" {
+		class = classAuthenticated
+	}
+	if err := s.admission.wait(ctx, class); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	st.admitted, st.since = true, s.now()
 	s.mu.Unlock()
 	s.metrics.streams.WithLabelValues(protocol, st.kind).Inc()
 	return nil
@@ -101,74 +60,110 @@ func (s *Server) close(protocol string, id int64) {
 	s.mu.Lock()
 	st := s.streams[key]
 	delete(s.streams, key)
+	s.streams = shrink.Map(s.streams, &s.streamsPeak)
 	s.mu.Unlock()
 	if st == nil {
 		return
 	}
+	s.admission.leave(st.peer)
+	if !st.admitted {
+		return
+	}
 	s.metrics.streams.WithLabelValues(st.protocol, st.kind).Dec()
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	for typeURL, held := range st.held {
-		for name := range held {
-			s.release(st, typeURL, name)
+		for name, n := range held.names {
+			if n.ref {
+				s.release(st, typeURL, name)
+			}
 		}
 	}
 }
 
-// stream returns a stream's state and records its node the first time it is seen.
-func (s *Server) stream(protocol string, id int64, node *corev3.Node) *streamState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.streams[streamKey{protocol, id}]
-	if st != nil && st.node == nil && node != nil {
-		st.node = node
+// acquire resolves a newly held name. found says the name exists; ref that
+// the stream holds a reference to give back with release.
+func (s *Server) acquire(st *streamState, typeURL, name string) (found, ref bool) {
+	if typeURL == resource.SecretType {
+		if s.opts.Secrets == nil {
+			return false, false
+		}
+		return s.opts.Secrets.Acquire(st.ctx, st.claims.Service, name)
 	}
-	return st
+	return s.resolver.Acquire(st.ctx, name)
+}
+
+func (s *Server) release(st *streamState, typeURL, name string) {
+	if typeURL == resource.SecretType {
+		s.opts.Secrets.Release(st.claims.Service, name)
+		return
+	}
+	s.resolver.Release(name)
+}
+
+// exists reports whether a name a stream subscribed to while it did not
+// exist has appeared since. The secrets a stream may see are fixed at its
+// start.
+func (s *Server) exists(typeURL, name string) bool {
+	return typeURL != resource.SecretType && s.resolver.Found(name)
 }
 
 // update applies a change of a stream's subscriptions to one type: names it
 // newly holds are acquired (resolved before the request is answered), names
-// it dropped are released. A change that would leave the stream holding
-// more than MaxNamesPerType names is refused whole.
-func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string) error {
-	var acquire, release []string
-	s.mu.Lock()
+// it dropped are released. It returns the names the server stopped
+// tracking because the stream holds more than MaxUnknownNames names that do
+// not exist: with evictOldest, the ones subscribed longest ago (a delta
+// stream, told to forget them by the caller), else the newest (a
+// state-of-the-world stream, which names all it wants in every request).
+func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string, evictOldest bool) []string {
+	st.mu.Lock()
 	held := st.held[typeURL]
 	if held == nil {
-		held = make(map[string]struct{})
+		held = newHeldNames()
 		st.held[typeURL] = held
 	}
-	// Kept to undo the change if it goes over the limit.
-	var before map[string]struct{}
-	if len(held)+len(subscribe) > s.opts.MaxNamesPerType {
-		before = maps.Clone(held)
-	}
+	st.mu.Unlock()
+	var dropped, release []string
 	for _, name := range subscribe {
-		if _, ok := held[name]; !ok && name != "*" {
-			held[name] = struct{}{}
-			acquire = append(acquire, name)
+		if name == "*" || st.holds(held, name) {
+			continue
 		}
+		found, ref := s.acquire(st, typeURL, name)
+		st.mu.Lock()
+		if !found && !evictOldest && held.unknown >= s.opts.MaxUnknownNames {
+			dropped = append(dropped, name)
+			if ref {
+				release = append(release, name)
+			}
+		} else {
+			held.add(name, found, ref)
+			for {
+				old, over := held.overLimit(s.opts.MaxUnknownNames, func(n string) bool { return s.exists(typeURL, n) })
+				if !over {
+					break
+				}
+				dropped = append(dropped, old)
+				if held.remove(old) {
+					release = append(release, old)
+				}
+			}
+		}
+		st.mu.Unlock()
 	}
+	st.mu.Lock()
 	for _, name := range unsubscribe {
-		if _, ok := held[name]; ok {
-			delete(held, name)
+		if held.remove(name) {
 			release = append(release, name)
 		}
 	}
-	if n := len(held); n > s.opts.MaxNamesPerType {
-		// Undone, so that closing the stream releases only what it acquired.
-		st.held[typeURL] = before
-		s.mu.Unlock()
-		return status.Errorf(codes.ResourceExhausted,
-			"stream would hold %d %s names, more than the %d allowed; a sidecar needs far fewer (are names generated per request?)",
-			n, typeLabel(typeURL), s.opts.MaxNamesPerType)
-	}
-	s.mu.Unlock()
-	for _, name := range acquire {
-		s.acquire(st, typeURL, name)
-	}
+	st.mu.Unlock()
 	for _, name := range release {
 		s.release(st, typeURL, name)
 	}
-	return nil
+	if len(dropped) > 0 {
+		s.metrics.unknownDropped.WithLabelValues(typeLabel(typeURL)).Add(float64(len(dropped)))
+	}
+	return dropped
 }
 
 // xdsRequest is what delta and state-of-the-world requests have in common.
@@ -179,26 +174,32 @@ type xdsRequest interface {
 	GetErrorDetail() *statuspb.Status
 }
 
-// request finds the stream of a request and the type it is about, and logs
-// and counts it if it is a NACK.
-func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamState, string, error) {
-	st := s.stream(protocol, id, req.GetNode())
-	if st == nil {
+// request finds the stream of a request, binds its node at the first
+// request, checks the type and names it is about, and logs and counts it
+// if it is a NACK.
+func (s *Server) request(protocol string, id int64, req xdsRequest, names ...[]string) (*streamState, string, error) {
+	s.mu.Lock()
+	st := s.streams[streamKey{protocol, id}]
+	s.mu.Unlock()
+	if st == nil || !st.admitted {
 		return nil, "", status.Error(codes.Internal, "unknown stream")
 	}
-	if err := s.checkNode(st, req.GetNode()); err != nil {
+	if err := s.bindNode(st, req.GetNode()); err != nil {
 		return nil, "", err
 	}
 	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
 		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")
 	}
-	if !st.prepared && st.node != nil && s.opts.Nodes != nil {
+	if !st.prepared && s.opts.Nodes != nil {
 		if err := s.opts.Nodes.Prepare(st.node); err != nil {
 			return nil, "", status.Errorf(codes.InvalidArgument, "node %q: %v", st.node.GetId(), err)
 		}
 		st.prepared = true
 	}
 	typeURL := st.requestType(req.GetTypeUrl())
+	if err := s.checkRequest(st, typeURL, names...); err != nil {
+		return nil, "", err
+	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 		if !s.nackLog.Allow() {
@@ -211,6 +212,28 @@ func (s *Server) request(protocol string, id int64, req xdsRequest) (*streamStat
 	return st, typeURL, nil
 }
 
+// checkRequest refuses a request for a type the server does not serve (on
+// a standalone service's stream: another type than the stream's) and names
+// longer than maxNameBytes.
+func (s *Server) checkRequest(st *streamState, typeURL string, names ...[]string) error {
+	if !slices.Contains(Types, typeURL) || (st.typeURL != "" && typeURL != st.typeURL) {
+		served := Types
+		if st.typeURL != "" {
+			served = []string{st.typeURL}
+		}
+		return status.Errorf(codes.InvalidArgument, "type %q is not served on this stream; it serves %v", typeURL, served)
+	}
+	for _, list := range names {
+		for _, name := range list {
+			if len(name) > maxNameBytes {
+				return status.Errorf(codes.InvalidArgument, "a %s name of %d bytes; names are at most %d bytes",
+					typeLabel(typeURL), len(name), maxNameBytes)
+			}
+		}
+	}
+	return nil
+}
+
 // OnDeltaStreamOpen admits a new delta stream.
 func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
 	return s.open(ctx, id, typeURL, "delta")
@@ -219,15 +242,37 @@ func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string
 // OnDeltaStreamClosed releases everything the stream held.
 func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.close("delta", id) }
 
-// OnStreamDeltaRequest resolves newly subscribed clusters before the
-// request reaches the cache, and logs NACKs.
+// OnStreamDeltaRequest resolves newly subscribed names before the request
+// reaches the cache, and logs NACKs. The request is given the stream's own
+// node, and the names the server stopped tracking are added to its
+// unsubscriptions, so that go-control-plane forgets them too.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	st, typeURL, err := s.request("delta", id, req)
+	st, typeURL, err := s.request("delta", id, req, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	if err != nil {
 		return err
 	}
-	if s.onDemand(typeURL) {
-		return s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	req.Node = st.node
+	dropped := s.update(st, typeURL, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), true)
+	if len(dropped) == 0 {
+		return nil
+	}
+	// Dropped names this request subscribes to are taken out of it; those
+	// it subscribed to before are unsubscribed.
+	gone := make(map[string]struct{}, len(dropped))
+	for _, name := range dropped {
+		gone[name] = struct{}{}
+	}
+	kept := make([]string, 0, len(req.GetResourceNamesSubscribe()))
+	for _, name := range req.GetResourceNamesSubscribe() {
+		if _, ok := gone[name]; ok {
+			delete(gone, name)
+			continue
+		}
+		kept = append(kept, name)
+	}
+	req.ResourceNamesSubscribe = kept
+	for name := range gone {
+		req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, name)
 	}
 	return nil
 }
@@ -250,29 +295,38 @@ func (s *Server) OnStreamOpen(ctx context.Context, id int64, typeURL string) err
 func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.close("sotw", id) }
 
 // OnStreamRequest turns a state-of-the-world request (the full list of
-// names) into acquires and releases, and logs NACKs.
+// names) into acquires and releases, and logs NACKs. The request is given
+// the stream's own node, and the names the server does not track are taken
+// out of it.
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	st, typeURL, err := s.request("sotw", id, req)
+	st, typeURL, err := s.request("sotw", id, req, req.GetResourceNames())
 	if err != nil {
 		return err
 	}
-	if !s.onDemand(typeURL) {
-		return nil
-	}
+	req.Node = st.node
 	want := req.GetResourceNames()
 	wanted := make(map[string]struct{}, len(want))
 	for _, name := range want {
 		wanted[name] = struct{}{}
 	}
-	s.mu.Lock()
 	var drop []string
-	for name := range st.held[typeURL] {
-		if _, ok := wanted[name]; !ok {
-			drop = append(drop, name)
+	st.mu.Lock()
+	if held := st.held[typeURL]; held != nil {
+		for name := range held.names {
+			if _, ok := wanted[name]; !ok {
+				drop = append(drop, name)
+			}
 		}
 	}
-	s.mu.Unlock()
-	return s.update(st, typeURL, want, drop)
+	st.mu.Unlock()
+	if dropped := s.update(st, typeURL, want, drop, false); len(dropped) > 0 {
+		gone := make(map[string]struct{}, len(dropped))
+		for _, name := range dropped {
+			gone[name] = struct{}{}
+		}
+		req.ResourceNames = slices.DeleteFunc(slices.Clone(want), func(n string) bool { _, ok := gone[n]; return ok })
+	}
+	return nil
 }
 
 // OnStreamResponse counts what is pushed.
@@ -284,20 +338,13 @@ func (s *Server) OnStreamResponse(_ context.Context, _ int64, _ *discoveryv3.Dis
 	s.metrics.pushed(typeLabel(resp.GetTypeUrl()), len(resp.GetResources()), bytes)
 }
 
-// OnFetchRequest resolves the requested clusters of a REST poll; they stay
-// cached for the grace period. Polls carry no stream identity, so they are
-// never served secrets.
-func (s *Server) OnFetchRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
-	if t := req.GetTypeUrl(); t == resource.ClusterType || t == resource.EndpointType {
-		for _, name := range req.GetResourceNames() {
-			s.resolver.Acquire(ctx, name)
-			s.resolver.Release(name)
-		}
-	}
-	return nil
+// OnFetchRequest refuses unary fetches (see fetchRefused); it is reached
+// only if go-control-plane's REST handler is served some other way.
+func (s *Server) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error {
+	return errFetch
 }
 
-// OnFetchResponse is part of the callbacks interface; polls are not counted.
+// OnFetchResponse is part of the callbacks interface; fetches are refused.
 func (s *Server) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
 func typeLabel(typeURL string) string {

@@ -83,15 +83,17 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 	m := &mesh{skew: new(atomic.Int64), logs: &syncBuffer{}}
 	disc := discovery.New(store, c, discovery.Options{Registerer: reg, Now: m.now})
 	go disc.Run(ctx)
+	// Admission is wide open: tests and benchmarks open many streams from
+	// one address; the tests of admission set what they test.
 	opts := Options{
-		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, Nodes: sidecar.New(c),
+		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20, Nodes: sidecar.New(c),
 		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
 	}
 	if edit != nil {
 		edit(&opts)
 	}
 	srv := New(ctx, c, disc, opts)
-	g := grpc.NewServer(GRPCOptions()...)
+	g := grpc.NewServer(GRPCOptions(1000)...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

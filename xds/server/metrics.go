@@ -9,7 +9,20 @@ type metrics struct {
 	resources    *prometheus.CounterVec
 	nacks        *prometheus.CounterVec
 	authFailures prometheus.Counter
+	// admission
+	waiting prometheus.Gauge
+	refused *prometheus.CounterVec
+	// unknownDropped counts names the server stopped tracking for a
+	// stream that held too many that do not exist.
+	unknownDropped *prometheus.CounterVec
 }
+
+// Reasons a stream is refused before admission, the label of
+// xspace_xds_streams_refused_total.
+const (
+	refusedPeer  = "peer_limit"
+	refusedQueue = "queue_full"
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -38,8 +51,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "xspace_xds_auth_failures_total",
 		Help: "Streams refused because their bearer token was invalid or expired.",
 	})
+	m.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "xspace_xds_admission_waiting_streams",
+		Help: "Streams waiting for admission (xds.admission_rate); authenticated ones are admitted first.",
+	})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xspace_xds_streams_refused_total",
+		Help: "Streams refused before admission: peer_limit (xds.max_streams_per_peer), queue_full (xds.max_waiting_streams).",
+	}, []string{"reason"})
+	m.unknownDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xspace_xds_unknown_names_dropped_total",
+		Help: "Subscribed names that do not exist which the server stopped tracking for a stream holding more than xds.max_unknown_names of a type, by resource type.",
+	}, []string{"type"})
+	for _, r := range []string{refusedPeer, refusedQueue} {
+		m.refused.WithLabelValues(r)
+	}
+	for _, t := range Types {
+		m.unknownDropped.WithLabelValues(typeLabel(t))
+	}
 	if reg != nil {
-		reg.MustRegister(m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks, m.authFailures)
+		reg.MustRegister(m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks, m.authFailures,
+			m.waiting, m.refused, m.unknownDropped)
 	}
 	return m
 }

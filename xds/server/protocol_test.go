@@ -1,15 +1,14 @@
 package server
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -100,29 +99,64 @@ func TestNACKIsLoggedWithItsDetail(t *testing.T) {
 	}
 }
 
-// TestHeldNamesAreBounded: a stream asking to hold more names of a type
-// than MaxNamesPerType is ended with ResourceExhausted, and what it held
-// before is released, not leaked.
-func TestHeldNamesAreBounded(t *testing.T) {
-	m := newMeshWith(t, func(o *Options) { o.MaxNamesPerType = 3 })
+// TestUnknownNamesAreBoundedPerStream: a stream that subscribes to more
+// names that do not exist than MaxUnknownNames is not ended: the oldest of
+// them are no longer tracked for it (released, so discovery forgets them),
+// every name is still answered, and the names that exist keep their
+// updates.
+func TestUnknownNamesAreBoundedPerStream(t *testing.T) {
+	m := newMeshWith(t, func(o *Options) { o.MaxUnknownNames = 3 })
 	m.register(t, "a", "a1", "10.0.0.1", registry.StatusUp)
-	c := m.delta(t, "greedy-1")
-	c.subscribe(cds, "a.vip", "b.vip")
+	c := m.delta(t, "typo-prone-1")
+	c.subscribe(cds, "a.vip", "ghost-1.vip", "ghost-2.vip")
 	c.recv()
-	c.subscribe(cds, "c.vip", "d.vip")
-	if err := streamError(t, c); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "more than the 3 allowed") {
-		t.Fatalf("over the limit: %v; want ResourceExhausted naming the limit", err)
+	c.subscribe(eds, "a.vip")
+	c.recv()
+	for i := 3; i <= 6; i++ {
+		name := fmt.Sprintf("ghost-%d.vip", i)
+		c.subscribe(cds, name)
+		if r := c.recv(); !slices.Equal(r.GetRemovedResources(), []string{name}) {
+			t.Fatalf("%s: removed %v, want it answered as absent", name, r.GetRemovedResources())
+		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		held := 0
-		for _, v := range m.disc.Watched() {
-			held += v.Subscribers
-		}
-		if held == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d subscriptions still held 5s after the stream ended", held)
-		}
+	subscribers := map[string]int{}
+	for _, v := range m.disc.Watched() {
+		subscribers[v.Name] = v.Subscribers
+	}
+	want := map[string]int{"a": 2, "ghost-1": 0, "ghost-2": 0, "ghost-3": 0, "ghost-4": 1, "ghost-5": 1, "ghost-6": 1}
+	if !maps.Equal(subscribers, want) {
+		t.Fatalf("subscribers per VIP = %v, want %v (the three newest unknown names and a)", subscribers, want)
+	}
+	if got := metricValue(t, m.reg, "xspace_xds_unknown_names_dropped_total", "type", "cds"); got != 3 {
+		t.Fatalf("dropped = %v, want 3", got)
+	}
+	// The stream still receives changes of what exists.
+	m.register(t, "a", "a2", "10.0.0.2", registry.StatusUp)
+	if r := c.recv(); r.GetTypeUrl() != eds || !slices.Equal(resourceNames(r), []string{"a.vip"}) {
+		t.Fatalf("after a change of a: %s %v, want its endpoints", r.GetTypeUrl(), resourceNames(r))
+	}
+}
+
+// TestAppearedNameIsNotDroppedAsUnknown: a name that did not exist when
+// subscribed but exists now is not what the per-stream bound drops.
+func TestAppearedNameIsNotDroppedAsUnknown(t *testing.T) {
+	m := newMeshWith(t, func(o *Options) { o.MaxUnknownNames = 1 })
+	c := m.delta(t, "patient-1")
+	c.subscribe(cds, "late.vip")
+	c.recv()
+	m.register(t, "late", "l1", "10.0.0.1", registry.StatusUp)
+	if r := c.recv(); !slices.Equal(resourceNames(r), []string{"late.vip"}) {
+		t.Fatalf("late.vip appeared, got %v", resourceNames(r))
+	}
+	c.subscribe(eds, "late.vip")
+	c.recv()
+	c.subscribe(cds, "ghost.vip")
+	c.recv()
+	if got := metricValue(t, m.reg, "xspace_xds_unknown_names_dropped_total", "type", "cds"); got != 0 {
+		t.Fatalf("dropped = %v, want 0: late.vip exists now", got)
+	}
+	m.register(t, "late", "l2", "10.0.0.2", registry.StatusUp)
+	if r := c.recv(); r.GetTypeUrl() != eds || !slices.Equal(resourceNames(r), []string{"late.vip"}) {
+		t.Fatalf("late.vip changed: %s %v, want its endpoints", r.GetTypeUrl(), resourceNames(r))
 	}
 }

@@ -23,10 +23,17 @@ func (s *Server) Proxies() []Proxy {
 	defer s.mu.Unlock()
 	out := make([]Proxy, 0, len(s.streams))
 	for _, st := range s.streams {
-		clusters := make(map[string]struct{})
-		for _, held := range st.held {
-			maps.Copy(clusters, held)
+		if !st.admitted {
+			continue
 		}
+		clusters := make(map[string]struct{})
+		st.mu.Lock()
+		for _, held := range st.held {
+			for name := range held.names {
+				clusters[name] = struct{}{}
+			}
+		}
+		st.mu.Unlock()
 		out = append(out, Proxy{
 			NodeID:         st.node.GetId(),
 			Service:        st.node.GetCluster(),

@@ -44,8 +44,8 @@ func newSecureMesh(t *testing.T, kr *token.Keyring, lifetime time.Duration) *mes
 // secretsFunc resolves through a resolver made after the server.
 type secretsFunc func() SecretResolver
 
-func (f secretsFunc) Acquire(ctx context.Context, service, name string) {
-	f().Acquire(ctx, service, name)
+func (f secretsFunc) Acquire(ctx context.Context, service, name string) (found, held bool) {
+	return f().Acquire(ctx, service, name)
 }
 
 func (f secretsFunc) Release(service, name string) { f().Release(service, name) }

@@ -24,7 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
@@ -52,15 +54,20 @@ func NewCache() *cache.Cache {
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
 // subscription is answered, and lets go of them when no longer needed.
+// Acquire reports whether the name exists and whether the caller now holds
+// a reference, to be given back with one Release. Found reports whether a
+// name exists now.
 type Resolver interface {
-	Acquire(ctx context.Context, cluster string)
+	Acquire(ctx context.Context, cluster string) (found, held bool)
 	Release(cluster string)
+	Found(cluster string) bool
 }
 
 // SecretResolver makes a secret ready in the cache for the service a
-// stream authenticated as ("" when it did not), and lets go of it.
+// stream authenticated as ("" when it did not), and lets go of it. Acquire
+// reports as Resolver's does.
 type SecretResolver interface {
-	Acquire(ctx context.Context, service, name string)
+	Acquire(ctx context.Context, service, name string) (found, held bool)
 	Release(service, name string)
 }
 
@@ -88,30 +95,54 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// AdmissionRate is how many new streams per second are admitted
-	// (default 2000); streams beyond it wait. AdmissionBurst is the bucket
-	// size (default 2000). A reconnecting fleet is spread out instead of
-	// arriving at once, yet 5,000 proxies are all admitted within about 1.5 s,
-	// well inside Envoy's 5 s on-demand CDS timeout.
+	// (default DefaultAdmissionRate); streams beyond it wait, authenticated
+	// ones first. AdmissionBurst is the bucket size (default
+	// DefaultAdmissionBurst). A reconnecting fleet is spread out instead of
+	// arriving at once, yet 5,000 proxies are all admitted within about
+	// 1.5 s, well inside Envoy's 5 s on-demand CDS timeout.
 	AdmissionRate  float64
 	AdmissionBurst int
-	// MaxNamesPerType bounds the names one stream may hold of one type
-	// (default 10,000): each is a registry watch while it is held. A
-	// request beyond it ends the stream with ResourceExhausted.
-	MaxNamesPerType int
+	// MaxWaitingStreams bounds the streams waiting for admission (default
+	// DefaultMaxWaitingStreams); one more is refused with Unavailable,
+	// unless it is authenticated and an unauthenticated one waits: that one
+	// is refused instead.
+	MaxWaitingStreams int
+	// MaxStreamsPerPeer bounds the streams one peer address may have open
+	// or waiting (default DefaultMaxStreamsPerPeer); one more is refused
+	// with ResourceExhausted.
+	MaxStreamsPerPeer int
+	// MaxUnknownNames bounds the names of one type a stream holds that did
+	// not exist when it subscribed (default DefaultMaxUnknownNames); past
+	// it the server stops tracking the oldest one (see heldNames). Names
+	// that exist are not bounded: the registry bounds them.
+	MaxUnknownNames int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// tokens, when set, replaces the admission rate limiter: tests hand
+	// out admissions one by one.
+	tokens tokens
 }
+
+// The defaults of Options (and of meshd's xds configuration).
+const (
+	DefaultAdmissionRate           = 2000
+	DefaultAdmissionBurst          = 2000
+	DefaultMaxWaitingStreams       = 10_000
+	DefaultMaxStreamsPerPeer       = 256
+	DefaultMaxStreamsPerConnection = 100
+	DefaultMaxUnknownNames         = 256
+)
 
 // Server is the xDS server.
 type Server struct {
-	cache    gcpcache.Cache
-	resolver Resolver
-	log      *slog.Logger
-	metrics  *metrics
-	admit    *rate.Limiter
-	now      func() time.Time
-	opts     Options
-	xds      serverv3.Server
+	cache     gcpcache.Cache
+	resolver  Resolver
+	log       *slog.Logger
+	metrics   *metrics
+	admission *admission
+	now       func() time.Time
+	opts      Options
+	xds       serverv3.Server
 
 	// nackLog limits NACK log lines: a fleet rejecting one resource would
 	// otherwise log once per proxy per push. The metric counts them all.
@@ -120,7 +151,8 @@ type Server struct {
 	mu sync.Mutex
 	// streams are keyed by protocol and id: the delta and the
 	// state-of-the-world servers number their streams independently.
-	streams map[streamKey]*streamState
+	streams     map[streamKey]*streamState
+	streamsPeak int // for shrink.Map
 }
 
 type streamKey struct {
@@ -135,28 +167,39 @@ func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Opti
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.AdmissionRate <= 0 {
-		opts.AdmissionRate = 2000
+		opts.AdmissionRate = DefaultAdmissionRate
 	}
 	if opts.AdmissionBurst <= 0 {
-		opts.AdmissionBurst = 2000
+		opts.AdmissionBurst = DefaultAdmissionBurst
 	}
-	if opts.MaxNamesPerType <= 0 {
-		opts.MaxNamesPerType = 10_000
+	if opts.MaxWaitingStreams <= 0 {
+		opts.MaxWaitingStreams = DefaultMaxWaitingStreams
+	}
+	if opts.MaxStreamsPerPeer <= 0 {
+		opts.MaxStreamsPerPeer = DefaultMaxStreamsPerPeer
+	}
+	if opts.MaxUnknownNames <= 0 {
+		opts.MaxUnknownNames = DefaultMaxUnknownNames
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{
-		cache:    cache,
-		resolver: resolver,
-		log:      opts.Logger.With("component", "xds"),
-		metrics:  newMetrics(opts.Registerer),
-		admit:    rate.NewLimiter(rate.Limit(opts.AdmissionRate), opts.AdmissionBurst),
-		now:      opts.Now,
-		opts:     opts,
-		nackLog:  rate.NewLimiter(10, 20),
-		streams:  make(map[streamKey]*streamState),
+	if opts.tokens == nil {
+		opts.tokens = rate.NewLimiter(rate.Limit(opts.AdmissionRate), opts.AdmissionBurst)
 	}
+	m := newMetrics(opts.Registerer)
+	s := &Server{
+		cache:     cache,
+		resolver:  resolver,
+		log:       opts.Logger.With("component", "xds"),
+		metrics:   m,
+		admission: newAdmission(opts.tokens, opts.MaxStreamsPerPeer, opts.MaxWaitingStreams, m),
+		now:       opts.Now,
+		opts:      opts,
+		nackLog:   rate.NewLimiter(10, 20),
+		streams:   make(map[streamKey]*streamState),
+	}
+	go s.admission.run(ctx)
 	// Legacy wildcard stays on: Envoy with a CDS or LDS config over ADS
 	// opens with an empty request and waits (its initial fetch) for an
 	// answer. The cache gives wildcard subscriptions one empty answer and
@@ -171,18 +214,43 @@ func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Opti
 }
 
 // Register adds the aggregated, cluster and endpoint discovery services,
-// delta and state of the world, to a gRPC server.
+// delta and state of the world, to a gRPC server. Their unary Fetch calls
+// are refused (see fetchRefused).
 func (s *Server) Register(g *grpc.Server) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
-	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
-	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, fetchRefused{s.xds})
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, fetchRefused{s.xds})
+}
+
+// errFetch is how a unary fetch is refused.
+var errFetch = status.Error(codes.Unimplemented,
+	"unary xDS fetches are not served: they carry no stream identity and hold nothing; use a delta or state-of-the-world stream (Envoy and gRPC clients do)")
+
+// fetchRefused serves the cluster and endpoint discovery services without
+// their unary Fetch calls. No client of the mesh uses them (Envoy polls
+// REST-JSON over HTTP, not these; Envoy and gRPC clients stream), and they
+// would answer without authentication or per-stream bounds.
+type fetchRefused struct{ serverv3.Server }
+
+func (fetchRefused) FetchClusters(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return nil, errFetch
+}
+
+func (fetchRefused) FetchEndpoints(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return nil, errFetch
 }
 
 // GRPCOptions are the server options meshd uses for xDS: keepalives that
-// find dead proxies within a minute and tolerate idle ones, no cap on the
-// streams of one connection, and static flow-control windows.
-func GRPCOptions() []grpc.ServerOption {
+// find dead proxies within a minute and tolerate idle ones, at most
+// streamsPerConn concurrent streams on one connection (a client opening
+// more waits for one to end: HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; 0
+// takes DefaultMaxStreamsPerConnection), and static flow-control windows.
+func GRPCOptions(streamsPerConn uint32) []grpc.ServerOption {
+	if streamsPerConn == 0 {
+		streamsPerConn = DefaultMaxStreamsPerConnection
+	}
 	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(streamsPerConn),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4 << 20),
