@@ -25,6 +25,10 @@ VAULT_VERSION := $(shell awk '$$1 == "github.com/hashicorp/vault" {print $$2}' t
 VAULT_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/vault-$(VAULT_VERSION)/vault
 
 export GOTOOLCHAIN := local
+
+# A recipe that pipes into tee fails when the command before the pipe does.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 export CONSUL_BIN
 export VAULT_BIN
 
@@ -101,6 +105,13 @@ bench: $(BENCHSTAT) ## run the xDS benchmarks of BENCHMARKS.md (about 5 minutes)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime=100x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
 	$(BENCHSTAT) bench.out
 
+.PHONY: bench-limits
+bench-limits: $(BENCHSTAT) ## run the hostile-client benchmarks of BENCHMARKS.md (unknown-name flood, admission under flood, reconnect storm; about 5 minutes)
+	$(GO) test -run '^$$' -bench 'UnknownNameFlood' -benchtime=1x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee bench-limits.out
+	$(GO) test -run '^$$' -bench 'AdmissionUnderFlood' -benchtime=200x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench-limits.out
+	$(GO) test -run '^$$' -bench 'ReconnectStorm' -benchtime=1x -count=3 -timeout 30m ./xds/server/ | tee -a bench-limits.out
+	$(BENCHSTAT) bench-limits.out
+
 $(BENCHSTAT):
 	GOBIN=$(TOOLS_DIR) $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
@@ -111,4 +122,4 @@ check: lint test ## lint, test, and verify the golden files are up to date
 
 .PHONY: clean
 clean: ## remove build outputs (not ./data)
-	rm -rf $(BIN) bench.out
+	rm -rf $(BIN) bench.out bench-limits.out

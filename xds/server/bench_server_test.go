@@ -51,6 +51,9 @@ const (
 
 // memReport is what the child reports of itself, after two GCs.
 type memReport struct {
+	// HeapAlloc is the live heap (after the GCs); HeapInuse also counts
+	// the free space of spans in use.
+	HeapAlloc  uint64 `json:"heap_alloc"`
 	HeapInuse  uint64 `json:"heap_inuse"`
 	StackInuse uint64 `json:"stack_inuse"`
 	RSS        uint64 `json:"rss"`
@@ -102,7 +105,7 @@ func TestBenchServerProcess(t *testing.T) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		_ = json.NewEncoder(w).Encode(memReport{
-			HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: procStatus("VmRSS:"), PeakRSS: procStatus("VmHWM:"),
+			HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: procStatus("VmRSS:"), PeakRSS: procStatus("VmHWM:"),
 			Goroutines: runtime.NumGoroutine(), Streams: len(m.srv.Proxies()), Watched: len(m.disc.Watched()),
 		})
 		if r.URL.Query().Has("reset") {
