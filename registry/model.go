@@ -46,6 +46,22 @@ const (
 	StatusDraining     Status = "DRAINING"
 )
 
+// Lease is the state of an instance's lease, in a registry that keeps leases
+// itself (see Leaser).
+type Lease string
+
+// Lease states.
+const (
+	// LeaseOK: renewed since the registry started, within its TTL.
+	LeaseOK Lease = "ok"
+	// LeaseGrace: restored from disk when the registry started and not
+	// renewed since; it expires when its first lease runs out.
+	LeaseGrace Lease = "grace"
+	// LeaseOverdue: its TTL has passed without a renewal; it expires at the
+	// next sweep unless self-preservation holds it.
+	LeaseOverdue Lease = "overdue"
+)
+
 // VIP is a named service and the policy every sidecar applies when calling it.
 type VIP struct {
 	Name   string `json:"name"`
