@@ -127,18 +127,13 @@ func putVIP(tx *bolt.Tx, v registry.VIP) error {
 	return tx.Bucket(bucketVIPs).Put([]byte(v.Name), b)
 }
 
-func deleteVIP(tx *bolt.Tx, name string) error {
-	return tx.Bucket(bucketVIPs).Delete([]byte(name))
-}
-
 func putInstance(tx *bolt.Tx, inst registry.Instance) error {
-	b, err := json.Marshal(inst)
+	b, err := marshalInstance(inst)
 	if err != nil {
 		return err
 	}
 	return tx.Bucket(bucketInstances).Put(instanceKey(inst.VIP, inst.ID), b)
 }
 
-func deleteInstance(tx *bolt.Tx, vip, id string) error {
-	return tx.Bucket(bucketInstances).Delete(instanceKey(vip, id))
-}
+// marshalInstance is an instance as stored.
+func marshalInstance(inst registry.Instance) ([]byte, error) { return json.Marshal(inst) }

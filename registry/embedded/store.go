@@ -6,8 +6,10 @@
 // Every write (PutVIP, DeleteVIP, Register, SetStatus, Deregister, and the
 // removal of an expired instance) is validated, committed to bbolt with an
 // fsync, and only then applied to memory; a method that returned nil has
-// written something that survives kill -9. Writes are serialised, so disk and
-// memory change in the same order. Reads never touch the disk.
+// written something that survives kill -9. Writes are committed in groups:
+// the writes waiting while one commit is on disk share the next transaction
+// and its fsync (commit.go), in the order they arrived. Reads never touch the
+// disk, and neither do heartbeats.
 //
 // # Leases
 //
@@ -15,28 +17,34 @@
 // in memory only; heartbeats are not written to disk. Restart grace: Open
 // gives every persisted instance RenewedAt = now, so a restart of the
 // registry never empties the mesh: each instance has one full lease to send
-// a heartbeat before expiry applies to it again.
+// a heartbeat before expiry applies to it again. Until it does, it is
+// "restored" (its lease state is grace).
 //
 // # Self-preservation
 //
 // As in Eureka, the registry refuses to believe that many instances died at
 // once; it is likelier that they lost their way to it (a partition, a
-// paused host). Each Sweep counts
+// paused host). The rule is registry.SelfPreservation, applied at each sweep
+// to the instances that have renewed since the store opened:
 //
-//	overdue: instances whose lease has expired now;
-//	recent:  instances expired by earlier sweeps within the last
-//	         registry.DefaultTTL (30s);
-//	limit:   max(1, floor(share × (instances + recent))), share being
-//	         Options.SelfPreservationShare (0.15 by default).
+//	renewing: registered instances that registered or sent a heartbeat since Open;
+//	overdue:  those of them whose lease has run out now;
+//	expired:  those that expired within registry.SelfPreservationWindow (30s).
 //
-// If overdue > 0 and overdue+recent > limit, nothing expires and the store is
+// If some are overdue, renewing+expired >= Options.SelfPreservationMinInstances
+// (10) and overdue+expired > max(1, floor(share × (renewing+expired))), share
+// being Options.SelfPreservationShare (0.15), nothing expires and the store is
 // in self-preservation (logged at Warn when it starts, at Info when it ends,
 // and exported as xspace_registry_self_preservation). Otherwise every overdue
-// instance expires. So a single dead instance always expires; a partition
-// that silences many instances at once keeps them all; and when heartbeats
-// come back, overdue drops and expiry resumes with whatever is still silent.
-// Instances that stay silent for good keep the store in self-preservation
-// until someone deregisters them, as in Eureka.
+// instance expires, restored ones included. So a single dead instance always
+// expires; a small fleet expires its dead; a partition that silences many
+// renewing instances at once keeps them all (and the restored ones); and
+// instances that died while meshd was down expire after their grace lease,
+// because they never renew and so never count. Instances that stay silent
+// for good after a real partition keep the store in self-preservation until
+// someone deregisters them, as in Eureka. Overdue instances are counted in
+// xspace_registry_overdue_instances and shown by Instances (Lease) whatever
+// the mode.
 package embedded
 
 import (
@@ -58,13 +66,11 @@ import (
 var (
 	_ registry.Store  = (*Store)(nil)
 	_ registry.Source = (*Store)(nil)
+	_ registry.Leaser = (*Store)(nil)
 )
 
-// Defaults applied by Open to zero Options fields.
-const (
-	DefaultSweepInterval         = time.Second
-	DefaultSelfPreservationShare = 0.15
-)
+// DefaultSweepInterval is how often leases are checked unless Options say otherwise.
+const DefaultSweepInterval = time.Second
 
 // Options configure Open. The zero value is usable.
 type Options struct {
@@ -74,9 +80,14 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// SweepInterval is how often leases are checked; default 1s.
 	SweepInterval time.Duration
-	// SelfPreservationShare is the share of instances allowed to expire
-	// within one TTL before expiry is suspended; default 0.15.
+	// SelfPreservationShare is the share of the renewing instances that may
+	// miss their lease within one window before expiry is suspended;
+	// default 0.15 (registry.SelfPreservation.Share).
 	SelfPreservationShare float64
+	// SelfPreservationMinInstances is the smallest renewing fleet in which
+	// expiry is ever suspended; default 10, and 1 means no minimum
+	// (registry.SelfPreservation.MinInstances).
+	SelfPreservationMinInstances int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -85,32 +96,48 @@ type Options struct {
 type Health struct {
 	SelfPreservation bool `json:"self_preservation"`
 	Instances        int  `json:"instances"`
-	Overdue          int  `json:"overdue"`
-	VIPs             int  `json:"vips"`
+	// Overdue counts the instances whose lease has run out and that are
+	// still registered: held by self-preservation, or awaiting the next sweep.
+	Overdue int `json:"overdue"`
+	// Renewing counts the instances that registered or sent a heartbeat
+	// since the store opened; the others are restored and in their grace lease.
+	Renewing int `json:"renewing"`
+	VIPs     int `json:"vips"`
 }
 
 // Store is the embedded registry. It implements registry.Store and
 // registry.Source. Close it to stop its sweeper and release the file.
 type Store struct {
-	db      *bolt.DB
-	log     *slog.Logger
-	metrics *metrics
-	now     func() time.Time
-	share   float64
+	db           *bolt.DB
+	path         string
+	log          *slog.Logger
+	metrics      *metrics
+	now          func() time.Time
+	preservation registry.SelfPreservation
 
-	// writeMu serialises writers: each holds it from reading the state it
-	// changes, through the bbolt commit, to applying the change in memory.
-	writeMu sync.Mutex
-	// recent holds the expiry times of instances expired by earlier sweeps,
-	// oldest first; guarded by writeMu.
+	// q feeds the committer, the one goroutine that writes (commit.go).
+	q             *queue
+	stopCommitter chan struct{}
+	committerDone chan struct{}
+	// beforeCommit, when set by a test, runs inside each commit's
+	// transaction with the number of writes it carries; an error aborts it.
+	beforeCommit func(writes int) error
+	// recent holds the times at which renewing instances expired, oldest
+	// first; only the committer touches it.
 	recent []time.Time
 
-	// mu guards the in-memory state below. Readers hold it shared; writers
-	// hold it exclusively only to apply a committed change.
-	mu         sync.RWMutex
-	vips       map[string]*vipState
-	counts     map[registry.Status]int
-	total      int
+	failMu sync.Mutex
+	failed error // set once a storage panic made bbolt's state unknown
+
+	// mu guards the in-memory state below. Readers and heartbeats hold it
+	// briefly; the committer holds it exclusively only to apply a commit.
+	mu     sync.RWMutex
+	vips   map[string]*vipState
+	counts map[registry.Status]int
+	total  int
+	// restored holds the instances loaded from disk that have not renewed
+	// since Open (registry.LeaseGrace).
+	restored   map[instanceRef]bool
 	preserving bool
 
 	watchMu  sync.Mutex
@@ -129,9 +156,13 @@ type vipState struct {
 	instances map[string]registry.Instance
 }
 
-// Open opens or creates <dir>/registry.db, loads it, and starts the lease
-// sweeper. A second process opening the same directory gets an error after
-// about a second instead of waiting.
+func newVIPState(v registry.VIP) *vipState {
+	return &vipState{vip: v, instances: make(map[string]registry.Instance)}
+}
+
+// Open opens or creates <dir>/registry.db, checks and loads it, and starts
+// the committer and the lease sweeper. A second process opening the same
+// directory gets an error after about a second instead of waiting.
 func Open(dir string, opts Options) (*Store, error) {
 	opts = withDefaults(opts)
 	m, err := newMetrics(opts.Registerer)
@@ -144,21 +175,29 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		db:       db,
-		log:      opts.Logger.With("component", "registry"),
-		metrics:  m,
-		now:      opts.Now,
-		share:    opts.SelfPreservationShare,
-		counts:   make(map[registry.Status]int),
-		watchers: make(map[string]map[*watcher]struct{}),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		db:      db,
+		path:    db.Path(),
+		log:     opts.Logger.With("component", "registry"),
+		metrics: m,
+		now:     opts.Now,
+		preservation: registry.SelfPreservation{
+			Share: opts.SelfPreservationShare, MinInstances: opts.SelfPreservationMinInstances,
+		},
+		q:             newQueue(),
+		stopCommitter: make(chan struct{}),
+		committerDone: make(chan struct{}),
+		counts:        make(map[registry.Status]int),
+		restored:      make(map[instanceRef]bool),
+		watchers:      make(map[string]map[*watcher]struct{}),
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		m.unregister()
 		return nil, err
 	}
+	go s.commitLoop()
 	go s.sweepEvery(opts.SweepInterval)
 	return s, nil
 }
@@ -171,7 +210,10 @@ func withDefaults(o Options) Options {
 		o.SweepInterval = DefaultSweepInterval
 	}
 	if o.SelfPreservationShare <= 0 {
-		o.SelfPreservationShare = DefaultSelfPreservationShare
+		o.SelfPreservationShare = registry.DefaultSelfPreservationShare
+	}
+	if o.SelfPreservationMinInstances <= 0 {
+		o.SelfPreservationMinInstances = registry.DefaultSelfPreservationMinInstances
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -180,7 +222,8 @@ func withDefaults(o Options) Options {
 }
 
 // load fills memory from disk. Instances whose VIP is missing (which no
-// write path produces) get their VIP back with the default policy.
+// write path produces) get their VIP back with the default policy. Every
+// instance starts restored, with a fresh lease.
 func (s *Store) load() error {
 	vips, orphans, err := loadState(s.db, s.now())
 	if err != nil {
@@ -190,7 +233,7 @@ func (s *Store) load() error {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, inst := range orphans {
 				if _, ok := vips[inst.VIP]; !ok {
-					vs := &vipState{vip: defaultVIP(inst.VIP), instances: make(map[string]registry.Instance)}
+					vs := newVIPState(defaultVIP(inst.VIP))
 					vips[inst.VIP] = vs
 					if err := putVIP(tx, vs.vip); err != nil {
 						return err
@@ -207,28 +250,38 @@ func (s *Store) load() error {
 		}
 	}
 	s.vips = vips
-	for _, vs := range vips {
-		for _, inst := range vs.instances {
+	for name, vs := range vips {
+		for id, inst := range vs.instances {
 			s.counts[inst.Status]++
 			s.total++
+			s.restored[instanceRef{name, id}] = true
 		}
 	}
 	s.updateGauges()
-	s.log.Info("registry loaded", "path", s.db.Path(), "vips", len(vips), "instances", s.total)
+	s.log.Info("registry loaded", "path", s.path, "vips", len(vips), "instances", s.total)
 	return nil
 }
 
-// Close stops the sweeper, unregisters the metrics and closes the database.
-// Calls after the first return the first call's result.
+// Close stops the sweeper and the committer (writes still waiting get an
+// error), unregisters the metrics and closes the database. Calls after the
+// first return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
+		for _, r := range s.q.close() {
+			r.done <- errClosed
+		}
+		close(s.stopCommitter)
+		<-s.committerDone
 		s.metrics.unregister()
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
+		if err := s.failure(); err != nil {
+			// bbolt may hold its own locks after the panic; closing could hang.
+			s.closeErr = fmt.Errorf("embedded: close %s: not closed after a storage failure: %w", s.path, err)
+			return
+		}
 		if err := s.db.Close(); err != nil {
-			s.closeErr = fmt.Errorf("embedded: close %s: %w", s.db.Path(), err)
+			s.closeErr = fmt.Errorf("embedded: close %s: %w", s.path, err)
 		}
 	})
 	return s.closeErr
@@ -239,10 +292,12 @@ func (s *Store) Health() Health {
 	now := s.now()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	overdue, c := s.leasesLocked(now)
 	return Health{
 		SelfPreservation: s.preserving,
 		Instances:        s.total,
-		Overdue:          len(s.overdueLocked(now)),
+		Overdue:          len(overdue),
+		Renewing:         c.Renewing,
 		VIPs:             len(s.vips),
 	}
 }
@@ -283,6 +338,23 @@ func (s *Store) Instances(_ context.Context, vip string) ([]registry.Instance, e
 	s.mu.RUnlock()
 	sortInstances(out)
 	return out, nil
+}
+
+// Leases returns the state of each of a VIP's instances' leases, by id;
+// nil if the VIP does not exist.
+func (s *Store) Leases(vip string) map[string]registry.Lease {
+	now := s.now()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	vs, ok := s.vips[vip]
+	if !ok {
+		return nil
+	}
+	out := make(map[string]registry.Lease, len(vs.instances))
+	for id, inst := range vs.instances {
+		out[id] = s.leaseLocked(instanceRef{vip, id}, inst, now)
+	}
+	return out
 }
 
 // Lookup returns a VIP and its instances sorted by id; ErrNotFound if the
@@ -326,9 +398,11 @@ func (s *Store) putInstanceLocked(vs *vipState, inst registry.Instance) {
 }
 
 // removeInstanceLocked removes an instance from memory; the caller holds mu.
-func (s *Store) removeInstanceLocked(vs *vipState, id string) {
-	if old, ok := vs.instances[id]; ok {
-		delete(vs.instances, id)
+func (s *Store) removeInstanceLocked(ref instanceRef) {
+	vs := s.vips[ref.vip]
+	if old, ok := vs.instances[ref.id]; ok {
+		delete(vs.instances, ref.id)
+		delete(s.restored, ref)
 		s.counts[old.Status]--
 		s.total--
 	}
