@@ -25,11 +25,22 @@ func (h *handler) listInstances(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, vipNotFound(vip))
 		return
 	}
+	WriteJSON(w, http.StatusOK, instanceList{Instances: h.wireInstances(vip, insts...)})
+}
+
+// wireInstances converts stored instances of vip to the API's form, with
+// the state of their lease where the registry keeps leases.
+func (h *handler) wireInstances(vip string, insts ...registry.Instance) []Instance {
+	var leases map[string]registry.Lease
+	if l, ok := h.store.(registry.Leaser); ok {
+		leases = l.Leases(vip)
+	}
 	out := make([]Instance, len(insts))
 	for i, inst := range insts {
 		out[i] = wireInstance(inst)
+		out[i].Lease = leases[inst.ID]
 	}
-	WriteJSON(w, http.StatusOK, instanceList{Instances: out})
+	return out
 }
 
 func (h *handler) register(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +64,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, wireField(err), "")
 		return
 	}
-	WriteJSON(w, http.StatusOK, wireInstance(stored))
+	WriteJSON(w, http.StatusOK, h.wireInstances(vip, stored)[0])
 }
 
 // wireField renames the model's fields that have another name on the wire.
@@ -100,7 +111,7 @@ func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, instanceNotFound(vip, id))
 		return
 	}
-	WriteJSON(w, http.StatusOK, wireInstance(inst))
+	WriteJSON(w, http.StatusOK, h.wireInstances(vip, inst)[0])
 }
 
 func (h *handler) deregister(w http.ResponseWriter, r *http.Request) {

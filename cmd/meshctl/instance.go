@@ -177,8 +177,12 @@ func (a *app) instanceListCommand() *cobra.Command {
 		Use:     "list VIP",
 		Aliases: []string{"ls"},
 		Short:   "List the instances of a VIP",
-		Long: `List the instances registered for VIP, sorted by id, with their status and
-when their lease was last renewed.`,
+		Long: `List the instances registered for VIP, sorted by id, with their status,
+the state of their lease and when it was last renewed. LEASE is "ok";
+"grace" for an instance restored when meshd started that has not renewed
+since; or "overdue" for one whose TTL passed without a heartbeat: it still
+receives traffic until it expires, or for as long as self-preservation holds it
+(see /readyz). The Consul registry shows "-".`,
 		Example: `  meshctl instance list payments
   meshctl instance list payments -o json | jq -r '.[] | select(.status == "UP") | .address'`,
 		Args: cobra.ExactArgs(1),

@@ -256,8 +256,9 @@ func openRegistry(cfg config.Config, logger *slog.Logger, reg prometheus.Registe
 	}
 	s, err := embedded.Open(cfg.DataDir, embedded.Options{
 		Logger: logger, Registerer: reg,
-		SweepInterval:         cfg.Registry.Embedded.SweepInterval.D(),
-		SelfPreservationShare: cfg.Registry.Embedded.SelfPreservationShare,
+		SweepInterval:                cfg.Registry.Embedded.SweepInterval.D(),
+		SelfPreservationShare:        cfg.Registry.Embedded.SelfPreservationShare,
+		SelfPreservationMinInstances: cfg.Registry.Embedded.SelfPreservationMinInstances,
 	})
 	if err != nil {
 		return backend{}, err
