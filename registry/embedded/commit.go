@@ -3,7 +3,6 @@ package embedded
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -153,12 +152,9 @@ func (s *Store) submit(o op) error {
 	return <-r.done
 }
 
-// commitLoop is the only goroutine that writes to bbolt. A memory fault in
-// bbolt's mapping of the file (the file truncated under it) becomes a panic
-// here, which commit turns into an error instead of a crash.
+// commitLoop is the only goroutine that writes to bbolt.
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
-	debug.SetPanicOnFault(true)
 	var held []*request
 	for {
 		if len(held) == 0 {
@@ -244,25 +240,25 @@ func (s *Store) commit(batch []*request) {
 	}
 }
 
-// safely runs fn, turning a panic inside it (bbolt panics on pages it
-// cannot make sense of) into an error and marking the store failed: after
-// that, bbolt's own state is unknown, so the store writes nothing more and
-// every write answers ErrUnavailable until meshd is restarted.
-func (s *Store) safely(fn func() error) (err error) {
-	defer func() {
-		p := recover()
-		if p == nil {
-			return
-		}
-		err = fmt.Errorf("storage failed (%v); restart meshd, which checks %s before using it: %w",
-			p, s.path, registry.ErrUnavailable)
-		s.failMu.Lock()
-		s.failed = err
-		s.failMu.Unlock()
-		s.metrics.storageFailures.Inc()
-		s.log.Error("storage failed; refusing further writes", "path", s.path, "panic", p, "stack", string(debug.Stack()))
-	}()
-	return fn()
+// safely runs fn under guard. A panic or memory fault inside it (bbolt
+// panics on pages it cannot make sense of; a file truncated under it
+// faults) becomes an error and marks the store failed: bbolt's own state is
+// then unknown, so the store writes nothing more and every write answers
+// ErrUnavailable until meshd is restarted and checks the file again.
+func (s *Store) safely(fn func() error) error {
+	err := guard(fn)
+	var p *storagePanic
+	if !errors.As(err, &p) {
+		return err
+	}
+	failed := fmt.Errorf("storage failed (%v); restart meshd, which checks %s before using it: %w",
+		p.value, s.path, registry.ErrUnavailable)
+	s.failMu.Lock()
+	s.failed = failed
+	s.failMu.Unlock()
+	s.metrics.storageFailures.Inc()
+	s.log.Error("storage failed; refusing further writes", "path", s.path, "panic", p.value, "stack", string(p.stack))
+	return failed
 }
 
 // failure returns the error that failed the store, or nil.

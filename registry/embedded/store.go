@@ -90,6 +90,11 @@ type Options struct {
 	SelfPreservationMinInstances int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Evidence are files whose presence shows that dir was used before
+	// (meshd passes its CA directory and token keyring): an empty
+	// registry.db beside one of them is refused as damaged instead of being
+	// taken for a new registry. A missing registry.db is always a fresh start.
+	Evidence []string
 }
 
 // Health is a snapshot of the store for /readyz and debug endpoints.
@@ -103,6 +108,9 @@ type Health struct {
 	// since the store opened; the others are restored and in their grace lease.
 	Renewing int `json:"renewing"`
 	VIPs     int `json:"vips"`
+	// Failed says why the store refuses writes after a storage failure;
+	// empty while it is sound.
+	Failed string `json:"failed,omitempty"`
 }
 
 // Store is the embedded registry. It implements registry.Store and
@@ -169,7 +177,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: register metrics: %w", err)
 	}
-	db, err := openDB(dir)
+	db, err := openDB(dir, opts.Evidence)
 	if err != nil {
 		m.unregister()
 		return nil, err
@@ -193,7 +201,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		done:          make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
-		_ = db.Close()
+		closeUnlessPanicked(db, err)
 		m.unregister()
 		return nil, err
 	}
@@ -225,9 +233,14 @@ func withDefaults(o Options) Options {
 // write path produces) get their VIP back with the default policy. Every
 // instance starts restored, with a fresh lease.
 func (s *Store) load() error {
-	vips, orphans, err := loadState(s.db, s.now())
-	if err != nil {
+	var vips map[string]*vipState
+	var orphans []registry.Instance
+	err := guard(func() (err error) {
+		vips, orphans, err = loadState(s.db, s.now())
 		return err
+	})
+	if err != nil {
+		return damaged(s.path, fmt.Errorf("holds data meshd cannot read: %w", err))
 	}
 	if len(orphans) > 0 {
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -293,13 +306,17 @@ func (s *Store) Health() Health {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	overdue, c := s.leasesLocked(now)
-	return Health{
+	h := Health{
 		SelfPreservation: s.preserving,
 		Instances:        s.total,
 		Overdue:          len(overdue),
 		Renewing:         c.Renewing,
 		VIPs:             len(s.vips),
 	}
+	if err := s.failure(); err != nil {
+		h.Failed = err.Error()
+	}
+	return h
 }
 
 // GetVIP returns a VIP; ErrNotFound if it does not exist.
