@@ -63,6 +63,16 @@ func (s *testServer) send(t *testing.T, method, path, contentType string, body [
 	return resp.StatusCode, resp.Header, b
 }
 
+// get answers a GET of path that must succeed with its body.
+func (s *testServer) get(t *testing.T, path string) []byte {
+	t.Helper()
+	status, _, body := s.send(t, "GET", path, "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, status, body)
+	}
+	return body
+}
+
 // snapshot is everything stored, as JSON: every VIP and every VIP's instances.
 func (s *testServer) snapshot(t *testing.T) []byte {
 	t.Helper()

@@ -60,6 +60,11 @@ func TestBadInput(t *testing.T) {
 		{"port as string", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":"80"}`, 400, api.CodeInvalidArgument, "port"},
 		{"secure port 70000", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"secure_port":70000}`, 400, api.CodeInvalidArgument, "secure_port"},
 		{"weight too large", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"weight":1001}`, 400, api.CodeInvalidArgument, "weight"},
+		{"weight 0", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"weight":0}`, 400, api.CodeInvalidArgument, "weight"},
+		{"ttl 0", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"ttl_seconds":0}`, 400, api.CodeInvalidArgument, "ttl_seconds"},
+		{"connect timeout 0s", "PUT", "/v1/vips/payments", yamlCT, "policy:\n  timeouts: {connect: 0s}\n", 400, api.CodeInvalidArgument, "policy.timeouts.connect"},
+		{"max connections 0", "PUT", "/v1/vips/payments", jsonCT, `{"policy":{"circuit_breakers":{"max_connections":0}}}`, 400, api.CodeInvalidArgument, "policy.circuit_breakers.max_connections"},
+		{"ejection interval 0s", "PUT", "/v1/vips/payments", jsonCT, `{"policy":{"outlier_detection":{"interval":"0s"}}}`, 400, api.CodeInvalidArgument, "policy.outlier_detection.interval"},
 		{"bad status", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"status":"RUNNING"}`, 400, api.CodeInvalidArgument, "status"},
 		{"ttl negative", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"ttl_seconds":-5}`, 400, api.CodeInvalidArgument, "ttl_seconds"},
 		{"ttl over a day", "PUT", inst, jsonCT, `{"address":"10.0.0.1","port":80,"ttl_seconds":86401}`, 400, api.CodeInvalidArgument, "ttl_seconds"},
@@ -110,7 +115,6 @@ func TestBadInput(t *testing.T) {
 		{"wrong method on collection", "POST", "/v1/vips", jsonCT, `{"name":"orders"}`, 405, api.CodeMethodNotAllowed, ""},
 		{"wrong method on instance", "PATCH", "/v1/vips/payments/instances/web-1", jsonCT, `{}`, 405, api.CodeMethodNotAllowed, ""},
 		{"unknown path", "GET", "/v2/vips", "", ``, 404, api.CodeNotFound, ""},
-		{"unknown subresource", "GET", "/v1/vips/payments/endpoints", "", ``, 404, api.CodeNotFound, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,29 +26,30 @@ var (
 
 // decodeBody reads the request body into v, strictly: one JSON object (or,
 // where accepted, one YAML document), no unknown fields, nothing after it, at
-// most MaxBodyBytes. Every failure is an *Error that says what to fix.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string) error {
+// most MaxBodyBytes. Every failure is an *Error that says what to fix. It
+// returns the body as JSON (YAML converted), for checks of what was given.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string) ([]byte, error) {
 	mt, err := mediaType(r, accepted)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "",
+		return nil, errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "",
 			"the request body is larger than %d bytes; send a smaller one", tooBig.Limit)
 	case err != nil:
-		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
 	case len(bytes.TrimSpace(body)) == 0:
-		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
 	}
 	if slices.Contains(yamlTypes, mt) {
 		if body, err = yamlToJSON(body); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return decodeJSON(body, v)
+	return body, decodeJSON(body, v)
 }
 
 // mediaType returns the request's media type if the endpoint accepts it.

@@ -148,7 +148,7 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var v registry.VIP
-	if err := decodeBody(w, r, &v, vipTypes); err != nil {
+	if _, err := decodeBody(w, r, &v, vipTypes); err != nil {
 		h.fail(w, r, err, "")
 		return
 	}

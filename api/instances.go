@@ -50,7 +50,11 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var reg Registration
-	if err := decodeBody(w, r, &reg, jsonTypes); err != nil {
+	body, err := decodeBody(w, r, &reg, jsonTypes)
+	if err == nil {
+		err = refuseZeros(body)
+	}
+	if err != nil {
 		h.fail(w, r, err, "")
 		return
 	}
@@ -98,7 +102,7 @@ func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var change statusChange
-	if err := decodeBody(w, r, &change, jsonTypes); err != nil {
+	if _, err := decodeBody(w, r, &change, jsonTypes); err != nil {
 		h.fail(w, r, err, "")
 		return
 	}

@@ -27,7 +27,9 @@ func locate(data []byte, t reflect.Type, path string) *Error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
+	// A struct that decodes itself (registry.Policy) still has the fields
+	// its tags name; other types that decode themselves are leaves.
+	if reflect.PointerTo(t).Implements(unmarshalerType) && t.Kind() != reflect.Struct {
 		return checkValue(data, t, path)
 	}
 	switch t.Kind() {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -48,8 +49,12 @@ func (v VIP) Validate() error {
 	return v.Policy.Validate()
 }
 
-// Validate checks a policy; zero values are allowed and mean "default".
+// Validate checks a policy. Zero values are allowed and mean "default",
+// unless Explicit names them: see ZeroMeans and refusedZeros.
 func (p Policy) Validate() error {
+	if err := p.validZeros(); err != nil {
+		return err
+	}
 	switch p.Protocol {
 	case "", HTTP1, HTTP2, GRPC:
 	default:
@@ -82,7 +87,7 @@ func (p Policy) Validate() error {
 			return invalid("policy.retries.on", "%q is not an Envoy retry condition; use one of %v", c, retryConditions)
 		}
 	}
-	if p.Retries.BudgetPerc < 0 || p.Retries.BudgetPerc > 100 {
+	if b := p.Retries.BudgetPerc; math.IsNaN(b) || b < 0 || b > 100 {
 		return invalid("policy.retries.budget_percent", "%v is not a percentage between 0 and 100", p.Retries.BudgetPerc)
 	}
 	if o := p.OutlierDetection; o != nil {
@@ -91,6 +96,41 @@ func (p Policy) Validate() error {
 		}
 		if o.Interval < 0 || o.BaseEjectionTime < 0 {
 			return invalid("policy.outlier_detection", "durations must not be negative")
+		}
+	}
+	return nil
+}
+
+// zeroCheck is a field where an explicit 0 is refused, and what to write instead.
+type zeroCheck struct {
+	path   string
+	isZero bool
+	hint   string
+}
+
+// validZeros refuses an explicit 0 where 0 would break the VIP, saying what
+// to write instead.
+func (p Policy) validZeros() error {
+	breakerHint := "0 would refuse every request; use at least 1, or leave it out for %d"
+	checks := []zeroCheck{
+		{"timeouts.connect", p.Timeouts.Connect == 0, fmt.Sprintf(
+			"0s would fail every connection at once; use a duration such as 250ms, or leave it out for %s", DefaultConnectTimeout.D())},
+		{"circuit_breakers.max_connections", p.CircuitBreakers.MaxConnections == 0, fmt.Sprintf(breakerHint, DefaultMaxConnections)},
+		{"circuit_breakers.max_pending_requests", p.CircuitBreakers.MaxPendingRequests == 0, fmt.Sprintf(breakerHint, DefaultMaxPendingRequests)},
+		{"circuit_breakers.max_requests", p.CircuitBreakers.MaxRequests == 0, fmt.Sprintf(breakerHint, DefaultMaxRequests)},
+	}
+	if o := p.OutlierDetection; o != nil {
+		checks = append(checks,
+			zeroCheck{"outlier_detection.interval", o.Interval == 0, fmt.Sprintf(
+				"0s is not an interval; use e.g. 10s, or leave it out for %s", DefaultEjectionInterval.D())},
+			zeroCheck{"outlier_detection.base_ejection_time", o.BaseEjectionTime == 0, fmt.Sprintf(
+				"0s would eject hosts for no time; use e.g. 30s, or leave it out for %s (to eject no host, set max_ejection_percent: 0)",
+				DefaultBaseEjectionTime.D())},
+		)
+	}
+	for _, c := range checks {
+		if c.isZero && slices.Contains(p.Explicit, c.path) {
+			return invalid("policy."+c.path, "%s", c.hint)
 		}
 	}
 	return nil

@@ -54,3 +54,26 @@ func TestInstanceListShowsOverdue(t *testing.T) {
 		t.Errorf("JSON listing: %+v, want web-1 lease overdue, web-2 ok", insts)
 	}
 }
+
+// TestRegisterRefusesZeroWeightAndTTL: --weight 0 and --ttl 0s are refused
+// before anything is sent, saying what to do instead.
+func TestRegisterRefusesZeroWeightAndTTL(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		flag, value, says string
+	}{
+		{"--weight", "0", "DRAINING"},
+		{"--ttl", "0s", "at least 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.flag, func(t *testing.T) {
+			code, _, stderr := e.meshctl(t, "", "instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", tt.flag, tt.value)
+			if code != exitUsage || !strings.Contains(stderr, tt.says) {
+				t.Errorf("exit %d, stderr %q; want exit %d saying %q", code, stderr, exitUsage, tt.says)
+			}
+		})
+	}
+	if vips, _ := e.store.ListVIPs(t.Context()); len(vips) != 0 {
+		t.Errorf("refused registrations stored %v", vips)
+	}
+}

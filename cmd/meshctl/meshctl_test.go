@@ -283,6 +283,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"instance", "register", "payments", "--address", "10.0.0.1"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--meta", "novalue"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--ttl", "1500ms"},
+		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--ttl", "0s"},
+		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--weight", "0"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "-1"},
 		{"instance", "status", "payments", "web-1"},
 	}

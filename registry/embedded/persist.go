@@ -119,6 +119,9 @@ func loadState(db *bolt.DB, now time.Time) (map[string]*vipState, []registry.Ins
 			if err := json.Unmarshal(v, &vip); err != nil {
 				return fmt.Errorf("vip %q: %w", k, err)
 			}
+			// Stored policies are normalized; normalizing again keeps
+			// them and leaves Explicit naming only their meaningful zeros.
+			vip.Policy = vip.Policy.Normalize()
 			vips[vip.Name] = &vipState{vip: vip, instances: make(map[string]registry.Instance)}
 			return nil
 		})
