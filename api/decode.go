@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 )
@@ -43,6 +44,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string
 		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
 	case len(bytes.TrimSpace(body)) == 0:
 		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
+	case !utf8.Valid(body):
+		line, col := position(body, int64(invalidUTF8At(body)))
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"the body is not valid UTF-8 (line %d, column %d); send text in UTF-8", line, col)
 	}
 	if slices.Contains(yamlTypes, mt) {
 		if body, err = yamlToJSON(body); err != nil {
@@ -116,6 +121,9 @@ func decodeJSON(b []byte, v any) error {
 	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
 		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body must be an object ({...}), not %s", firstWord(t))
 	}
+	if e := checkKeys(b, typeOf(v)); e != nil {
+		return e
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -148,6 +156,18 @@ func explainDecode(b []byte, v any, err error) error {
 	}
 	return errorf(http.StatusBadRequest, CodeMalformedBody, "",
 		"the body does not have the expected shape; check the field names and value types")
+}
+
+// invalidUTF8At returns the offset of the first byte of b that is not valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // position converts a byte offset in b to a 1-based line and column.
