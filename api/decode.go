@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
-
-	"sigs.k8s.io/yaml"
 )
 
 // MaxBodyBytes is the largest request body the API reads.
@@ -77,43 +75,6 @@ func describeTypes(accepted []string) string {
 		return "JSON or YAML"
 	}
 	return "JSON"
-}
-
-// yamlToJSON converts one YAML document to JSON, rejecting duplicate keys
-// and further documents, which YAML decoders otherwise drop silently.
-func yamlToJSON(y []byte) ([]byte, error) {
-	if line := secondDocument(y); line > 0 {
-		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "",
-			"the YAML body holds more than one document (another starts at line %d); send one VIP per request", line)
-	}
-	j, err := yaml.YAMLToJSONStrict(y)
-	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
-		msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "yaml: ")), " ")
-		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body is not valid YAML: %s", msg)
-	}
-	return j, nil
-}
-
-// secondDocument returns the line number of a "---" separator that follows
-// content, or 0 when y holds at most one document.
-func secondDocument(y []byte) int {
-	content := false
-	n := 0
-	for line := range bytes.Lines(y) {
-		n++
-		t := bytes.TrimRight(line, " \t\r\n")
-		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
-			if content {
-				return n
-			}
-			continue
-		}
-		if s := bytes.TrimSpace(t); len(s) > 0 && s[0] != '#' && string(s) != "..." {
-			content = true
-		}
-	}
-	return 0
 }
 
 // decodeJSON decodes exactly one JSON object from b into v.
