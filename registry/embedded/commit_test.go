@@ -236,3 +236,28 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 
 // errDiskFull is the error a failing commit returns in these tests.
 var errDiskFull = errors.New("disk full")
+
+// TestHeartbeatsDoNotWaitForDisk: while a commit is held inside its
+// transaction, heartbeats and reads are answered; only writes queue.
+func TestHeartbeatsDoNotWaitForDisk(t *testing.T) {
+	e := newEnv(t)
+	e.register(instance("web", 1))
+	g := holdNextCommit(e)
+	done := make(chan error, 1)
+	go func() {
+		err := e.s.Heartbeat(context.Background(), "web", "web-1")
+		if err == nil {
+			_, err = e.s.Lookup(context.Background(), "web")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("heartbeat or read during a commit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a heartbeat waited for a commit on disk")
+	}
+	close(g.open)
+}
