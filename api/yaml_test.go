@@ -17,8 +17,10 @@ func TestYAMLRetryOn(t *testing.T) {
 		want       []string
 	}{
 		{"block", "policy:\n  retries:\n    attempts: 3\n    on: [5xx, reset]\n", []string{"5xx", "reset"}},
-		{"flow, as the README writes it", "policy:\n  retries: {attempts: 2, on: [connect-failure, refused-stream, reset], per_try_timeout: 0s, budget_percent: 20}\n",
-			[]string{"connect-failure", "refused-stream", "reset"}},
+		{
+			"flow, as the README writes it", "policy:\n  retries: {attempts: 2, on: [connect-failure, refused-stream, reset], per_try_timeout: 0s, budget_percent: 20}\n",
+			[]string{"connect-failure", "refused-stream", "reset"},
+		},
 		{"block list", "policy:\n  retries:\n    on:\n      - gateway-error\n", []string{"gateway-error"}},
 		{"quoted", "policy:\n  retries:\n    \"on\": [unavailable]\n", []string{"unavailable"}},
 		{"capitalized", "policy:\n  retries:\n    On: [cancelled]\n", []string{"cancelled"}},

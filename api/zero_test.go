@@ -17,20 +17,26 @@ func TestExplicitZerosMeanWhatTheySay(t *testing.T) {
 		name, contentType, body string
 		check                   func(p registry.Policy) bool
 	}{
-		{"json", jsonCT, `{"policy":{"retries":{"attempts":0,"budget_percent":0},"outlier_detection":{"consecutive_5xx":0}}}`,
+		{
+			"json", jsonCT, `{"policy":{"retries":{"attempts":0,"budget_percent":0},"outlier_detection":{"consecutive_5xx":0}}}`,
 			func(p registry.Policy) bool {
 				return p.Retries.Attempts == 0 && p.Retries.BudgetPerc == 0 && p.OutlierDetection.Consecutive5xx == 0 &&
 					p.OutlierDetection.Interval == registry.DefaultEjectionInterval
-			}},
-		{"yaml", yamlCT, "policy:\n  retries: {attempts: 0, budget_percent: 0}\n  outlier_detection: {consecutive_5xx: 0}\n",
+			},
+		},
+		{
+			"yaml", yamlCT, "policy:\n  retries: {attempts: 0, budget_percent: 0}\n  outlier_detection: {consecutive_5xx: 0}\n",
 			func(p registry.Policy) bool {
 				return p.Retries.Attempts == 0 && p.Retries.BudgetPerc == 0 && p.OutlierDetection.Consecutive5xx == 0
-			}},
-		{"left out: defaults", jsonCT, `{"policy":{"outlier_detection":{}}}`,
+			},
+		},
+		{
+			"left out: defaults", jsonCT, `{"policy":{"outlier_detection":{}}}`,
 			func(p registry.Policy) bool {
 				return p.Retries.Attempts == registry.DefaultRetryAttempts && p.Retries.BudgetPerc == registry.DefaultRetryBudgetPercent &&
 					p.OutlierDetection.Consecutive5xx == registry.DefaultConsecutive5xx
-			}},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,12 +69,18 @@ func TestZeroRefusalsSayWhatToDo(t *testing.T) {
 		name, path, contentType, body string
 		says                          []string
 	}{
-		{"weight", "/v1/vips/payments/instances/web-1", jsonCT, `{"address":"10.0.0.1","port":80,"weight":0}`,
-			[]string{"DRAINING", "OUT_OF_SERVICE", "leave weight out"}},
-		{"ttl", "/v1/vips/payments/instances/web-1", jsonCT, `{"address":"10.0.0.1","port":80,"ttl_seconds":0}`,
-			[]string{"expire the instance at once", "leave it out for 30"}},
-		{"connect timeout", "/v1/vips/payments", jsonCT, `{"policy":{"timeouts":{"connect":"0s"}}}`,
-			[]string{"250ms", "leave it out for 1s"}},
+		{
+			"weight", "/v1/vips/payments/instances/web-1", jsonCT, `{"address":"10.0.0.1","port":80,"weight":0}`,
+			[]string{"DRAINING", "OUT_OF_SERVICE", "leave weight out"},
+		},
+		{
+			"ttl", "/v1/vips/payments/instances/web-1", jsonCT, `{"address":"10.0.0.1","port":80,"ttl_seconds":0}`,
+			[]string{"expire the instance at once", "leave it out for 30"},
+		},
+		{
+			"connect timeout", "/v1/vips/payments", jsonCT, `{"policy":{"timeouts":{"connect":"0s"}}}`,
+			[]string{"250ms", "leave it out for 1s"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

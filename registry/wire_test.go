@@ -117,15 +117,19 @@ func TestPoliciesOfThePreviousVersionLoad(t *testing.T) {
 		name, json string
 		want       Policy
 	}{
-		{"default", `{"protocol":"http1","plaintext":true,"load_balancing":"round_robin","timeouts":{"connect":"1s","request":"15s","idle":"1h0m0s"},"retries":{"attempts":2,"on":["connect-failure","refused-stream","reset"],"budget_percent":20},"circuit_breakers":{"max_connections":1024,"max_pending_requests":1024,"max_requests":1024,"max_retries":3}}`,
-			Policy{}.Normalize()},
-		{"custom", `{"protocol":"grpc","port":7001,"plaintext":false,"load_balancing":"least_request","timeouts":{"connect":"250ms","request":"15s","idle":"1h0m0s"},"retries":{"attempts":4,"on":["5xx"],"per_try_timeout":"1s","budget_percent":12.5},"circuit_breakers":{"max_connections":1024,"max_pending_requests":1024,"max_requests":1024,"max_retries":3},"outlier_detection":{"consecutive_5xx":3,"interval":"10s","base_ejection_time":"30s","max_ejection_percent":50}}`,
+		{
+			"default", `{"protocol":"http1","plaintext":true,"load_balancing":"round_robin","timeouts":{"connect":"1s","request":"15s","idle":"1h0m0s"},"retries":{"attempts":2,"on":["connect-failure","refused-stream","reset"],"budget_percent":20},"circuit_breakers":{"max_connections":1024,"max_pending_requests":1024,"max_requests":1024,"max_retries":3}}`,
+			Policy{}.Normalize(),
+		},
+		{
+			"custom", `{"protocol":"grpc","port":7001,"plaintext":false,"load_balancing":"least_request","timeouts":{"connect":"250ms","request":"15s","idle":"1h0m0s"},"retries":{"attempts":4,"on":["5xx"],"per_try_timeout":"1s","budget_percent":12.5},"circuit_breakers":{"max_connections":1024,"max_pending_requests":1024,"max_requests":1024,"max_retries":3},"outlier_detection":{"consecutive_5xx":3,"interval":"10s","base_ejection_time":"30s","max_ejection_percent":50}}`,
 			Policy{
 				Protocol: GRPC, Port: 7001, Plaintext: &no, LoadBalancing: LeastRequest,
 				Timeouts:         Timeouts{Connect: Duration(250 * time.Millisecond)},
 				Retries:          Retries{Attempts: 4, On: []string{"5xx"}, PerTry: Duration(time.Second), BudgetPerc: 12.5},
 				OutlierDetection: &OutlierDetection{Consecutive5xx: 3},
-			}.Normalize()},
+			}.Normalize(),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

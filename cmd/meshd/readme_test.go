@@ -214,8 +214,10 @@ func checkErrorExample(t *testing.T, j []byte) {
 	if err := dec.Decode(&body); err != nil {
 		t.Fatalf("not the API's error shape: %v", err)
 	}
-	codes := []string{api.CodeInvalidArgument, api.CodeMalformedBody, api.CodeUnknownField, api.CodeUnsupportedMediaType,
-		api.CodePayloadTooLarge, api.CodeNotFound, api.CodeMethodNotAllowed, api.CodeConflict, api.CodeUnavailable, api.CodeInternal}
+	codes := []string{
+		api.CodeInvalidArgument, api.CodeMalformedBody, api.CodeUnknownField, api.CodeUnsupportedMediaType,
+		api.CodePayloadTooLarge, api.CodeNotFound, api.CodeMethodNotAllowed, api.CodeConflict, api.CodeUnavailable, api.CodeInternal,
+	}
 	if !slices.Contains(codes, body.Error.Code) || body.Error.Message == "" {
 		t.Errorf("error example %+v: unknown code or no message", body.Error)
 	}

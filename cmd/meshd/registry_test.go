@@ -28,8 +28,7 @@ func runMeshdToExit(t *testing.T, bin, dataDir string) (string, error) {
 		return stderr.String(), err
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("meshd still running 20s after starting on a damaged registry.db:\n%s", stderr.String())
+		t.Fatalf("meshd still running 20s after starting on a damaged registry.db (then killed: %v):\n%s", <-done, stderr.String())
 		return "", nil
 	}
 }

@@ -136,7 +136,7 @@ func TestOverlappingWritesCommitInOrder(t *testing.T) {
 		}, []int{1, 1, 2}, func(e *env) error {
 			insts, err := e.s.Instances(ctx, "web")
 			if err != nil || len(insts) != 2 || insts[0].Status != registry.StatusDown {
-				return fmt.Errorf("instances %+v, %v; want web-1 DOWN and web-2", insts, err)
+				return fmt.Errorf("instances %+v, %w; want web-1 DOWN and web-2", insts, err)
 			}
 			return nil
 		}},
@@ -151,7 +151,7 @@ func TestOverlappingWritesCommitInOrder(t *testing.T) {
 			}
 		}, []int{1, 1, 2}, func(e *env) error {
 			if v, err := e.s.GetVIP(ctx, "web"); err != nil || v.Policy.Protocol != registry.GRPC {
-				return fmt.Errorf("web = %+v, %v; the registration replaced the policy put before it", v, err)
+				return fmt.Errorf("web = %+v, %w; the registration replaced the policy put before it", v, err)
 			}
 			return nil
 		}},
@@ -162,7 +162,7 @@ func TestOverlappingWritesCommitInOrder(t *testing.T) {
 			}
 		}, []int{1, 1, 1}, func(e *env) error {
 			if _, err := e.s.GetVIP(ctx, "old"); !errors.Is(err, registry.ErrNotFound) {
-				return fmt.Errorf("GetVIP(old) after delete = %v, want ErrNotFound", err)
+				return fmt.Errorf("GetVIP(old) after delete = %w, want ErrNotFound", err)
 			}
 			return nil
 		}},
