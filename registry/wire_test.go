@@ -12,7 +12,8 @@ import (
 
 // TestAbsentAndZeroDiffer decodes policies that give a number as 0, leave
 // it out or give another value, and checks what Validate and Normalize make
-// of them, and that the normalized policy survives a JSON round trip.
+// of them, and that the normalized policy survives a JSON round trip. It is
+// long because of its table.
 func TestAbsentAndZeroDiffer(t *testing.T) {
 	def := Policy{}.Normalize()
 	tests := []struct {

@@ -118,7 +118,7 @@ func TestWritesShareCommits(t *testing.T) {
 
 // TestOverlappingWritesCommitInOrder: writes to the same instance or VIP
 // never share a commit; they are committed in the order they arrived, each
-// seeing the one before.
+// seeing the one before. It is long because of its table.
 func TestOverlappingWritesCommitInOrder(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

@@ -86,6 +86,7 @@ func patch(t *testing.T, path string, off int64, data []byte) {
 
 // TestOpenRefusesDamagedFile: each damage makes Open fail with ErrDamaged,
 // naming the file and what to do, instead of crashing or starting empty.
+// It is long because of its table: one damage per row.
 func TestOpenRefusesDamagedFile(t *testing.T) {
 	tests := []struct {
 		name   string
