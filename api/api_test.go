@@ -219,7 +219,6 @@ func TestInstanceLifecycle(t *testing.T) {
 	want := api.Instance{
 		ID: "web-1", VIP: "payments", Address: "10.0.0.12", Port: 8080, SecurePort: 8443, Zone: "eu-west-1a",
 		Weight: 10, Status: registry.StatusStarting, Metadata: map[string]string{"version": "1.4.2"}, TTLSeconds: 20,
-		Lease: registry.LeaseOK,
 	}
 	ignoreTimes := cmp.FilterPath(func(p cmp.Path) bool {
 		n := p.Last().String()

@@ -68,7 +68,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, wireField(err), "")
 		return
 	}
-	WriteJSON(w, http.StatusOK, h.wireInstances(vip, stored)[0])
+	WriteJSON(w, http.StatusOK, wireInstance(stored))
 }
 
 // wireField renames the model's fields that have another name on the wire.
@@ -115,7 +115,7 @@ func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, instanceNotFound(vip, id))
 		return
 	}
-	WriteJSON(w, http.StatusOK, h.wireInstances(vip, inst)[0])
+	WriteJSON(w, http.StatusOK, wireInstance(inst))
 }
 
 func (h *handler) deregister(w http.ResponseWriter, r *http.Request) {

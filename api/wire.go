@@ -49,10 +49,11 @@ type Instance struct {
 	TTLSeconds   int64             `json:"ttl_seconds"`
 	RegisteredAt time.Time         `json:"registered_at"`
 	RenewedAt    time.Time         `json:"renewed_at"`
-	// Lease is "ok", "grace" (restored at the registry's start and not
-	// renewed since) or "overdue" (its TTL passed without a renewal: it is
-	// held by self-preservation or about to expire). The Consul registry
-	// keeps no leases of its own and leaves it out.
+	// Lease, in a listing of a VIP's instances, is "ok", "grace" (restored
+	// at the registry's start and not renewed since) or "overdue" (its TTL
+	// passed without a renewal: it is held by self-preservation or about to
+	// expire). The Consul registry keeps no leases of its own and leaves it
+	// out, as do the answers to a registration or a status change.
 	Lease registry.Lease `json:"lease,omitempty"`
 }
 
