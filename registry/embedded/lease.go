@@ -74,8 +74,12 @@ func (s *Store) leasesLocked(now time.Time) ([]instanceRef, registry.LeaseCounts
 // Sweep runs one expiry pass now, applying the self-preservation rule (see
 // registry.SelfPreservation and the package comment), and then notifies the
 // watchers of every VIP that lost an instance. The sweeper goroutine calls
-// it every Options.SweepInterval.
+// it every Options.SweepInterval. A store that failed (see commit.go)
+// sweeps no more: it could not persist an expiry, and says so once.
 func (s *Store) Sweep() {
+	if s.failure() != nil {
+		return
+	}
 	o := &sweepOp{}
 	if err := s.submit(o); err != nil {
 		s.log.Error("lease expiry not persisted; retrying on the next sweep", "error", err)
