@@ -121,6 +121,13 @@ func (q *queue) push(r *request) bool {
 	return true
 }
 
+// empty reports whether no request waits.
+func (q *queue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending) == 0
+}
+
 // take removes and returns up to n of the oldest requests.
 func (q *queue) take(n int) []*request {
 	q.mu.Lock()
@@ -152,12 +159,13 @@ func (s *Store) submit(o op) error {
 	return <-r.done
 }
 
-// commitLoop is the only goroutine that writes to bbolt.
+// commitLoop is the only goroutine that writes to bbolt. It waits only
+// when nothing is left to commit: more than maxBatch writes may be waiting.
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
 	var held []*request
 	for {
-		if len(held) == 0 {
+		if len(held) == 0 && s.q.empty() {
 			select {
 			case <-s.q.wake:
 			case <-s.stopCommitter:

@@ -261,3 +261,32 @@ func TestHeartbeatsDoNotWaitForDisk(t *testing.T) {
 	}
 	close(g.open)
 }
+
+// TestMoreWritesThanOneCommitCarries: writes beyond maxBatch go into the
+// next commit at once, not when some later write wakes the committer.
+func TestMoreWritesThanOneCommitCarries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.register(instance("web", 0))
+	g := holdNextCommit(e)
+	const n = maxBatch + 88
+	errs := make(chan error, n)
+	for i := 1; i <= n; i++ {
+		go func() { _, err := e.s.Register(ctx, instance("web", i)); errs <- err }()
+	}
+	waitQueued(t, e.s, n)
+	close(g.open)
+	for range n {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("writes still waiting 30s after the gate opened; commits so far: %v", g.commitSizes())
+		}
+	}
+	if diff := cmp.Diff([]int{1, maxBatch, 88}, g.commitSizes()); diff != "" {
+		t.Errorf("writes per commit (-want +got):\n%s", diff)
+	}
+}
