@@ -63,6 +63,16 @@ func (s *testServer) send(t *testing.T, method, path, contentType string, body [
 	return resp.StatusCode, resp.Header, b
 }
 
+// get answers a GET of path that must succeed with its body.
+func (s *testServer) get(t *testing.T, path string) []byte {
+	t.Helper()
+	status, _, body := s.send(t, "GET", path, "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, status, body)
+	}
+	return body
+}
+
 // snapshot is everything stored, as JSON: every VIP and every VIP's instances.
 func (s *testServer) snapshot(t *testing.T) []byte {
 	t.Helper()
@@ -284,13 +294,18 @@ func TestInstanceWireFormat(t *testing.T) {
 	}
 }
 
-// brokenStore is the real store with two methods that fail the way no
-// registry error is expected to: an unknown error and a panic. A real store
-// cannot be made to do either on demand.
+// brokenStore is the real store with methods that fail the way no registry
+// error is expected to: an unknown error (from both ways of putting a VIP)
+// and a panic. A real store cannot be made to do either on demand.
 type brokenStore struct{ *embedded.Store }
 
 func (brokenStore) PutVIP(context.Context, registry.VIP) (registry.VIP, error) {
 	return registry.VIP{}, errors.New("write /var/lib/xspace/registry.db: input/output error")
+}
+
+func (b brokenStore) ApplyVIP(ctx context.Context, v registry.VIP) (registry.VIP, bool, error) {
+	_, err := b.PutVIP(ctx, v)
+	return registry.VIP{}, false, err
 }
 
 func (brokenStore) ListVIPs(context.Context) ([]registry.VIP, error) {

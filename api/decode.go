@@ -9,8 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-
-	"sigs.k8s.io/yaml"
+	"unicode/utf8"
 )
 
 // MaxBodyBytes is the largest request body the API reads.
@@ -26,29 +25,34 @@ var (
 
 // decodeBody reads the request body into v, strictly: one JSON object (or,
 // where accepted, one YAML document), no unknown fields, nothing after it, at
-// most MaxBodyBytes. Every failure is an *Error that says what to fix.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string) error {
+// most MaxBodyBytes. Every failure is an *Error that says what to fix. It
+// returns the body as JSON (YAML converted), for checks of what was given.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, accepted []string) ([]byte, error) {
 	mt, err := mediaType(r, accepted)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "",
+		return nil, errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "",
 			"the request body is larger than %d bytes; send a smaller one", tooBig.Limit)
 	case err != nil:
-		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body could not be read completely; send it again")
 	case len(bytes.TrimSpace(body)) == 0:
-		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the request body is empty; send a %s object", describeTypes(accepted))
+	case !utf8.Valid(body):
+		line, col := position(body, int64(invalidUTF8At(body)))
+		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "",
+			"the body is not valid UTF-8 (line %d, column %d); send text in UTF-8", line, col)
 	}
 	if slices.Contains(yamlTypes, mt) {
 		if body, err = yamlToJSON(body); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return decodeJSON(body, v)
+	return body, decodeJSON(body, v)
 }
 
 // mediaType returns the request's media type if the endpoint accepts it.
@@ -73,47 +77,13 @@ func describeTypes(accepted []string) string {
 	return "JSON"
 }
 
-// yamlToJSON converts one YAML document to JSON, rejecting duplicate keys
-// and further documents, which YAML decoders otherwise drop silently.
-func yamlToJSON(y []byte) ([]byte, error) {
-	if line := secondDocument(y); line > 0 {
-		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "",
-			"the YAML body holds more than one document (another starts at line %d); send one VIP per request", line)
-	}
-	j, err := yaml.YAMLToJSONStrict(y)
-	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
-		msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "yaml: ")), " ")
-		return nil, errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body is not valid YAML: %s", msg)
-	}
-	return j, nil
-}
-
-// secondDocument returns the line number of a "---" separator that follows
-// content, or 0 when y holds at most one document.
-func secondDocument(y []byte) int {
-	content := false
-	n := 0
-	for line := range bytes.Lines(y) {
-		n++
-		t := bytes.TrimRight(line, " \t\r\n")
-		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
-			if content {
-				return n
-			}
-			continue
-		}
-		if s := bytes.TrimSpace(t); len(s) > 0 && s[0] != '#' && string(s) != "..." {
-			content = true
-		}
-	}
-	return 0
-}
-
 // decodeJSON decodes exactly one JSON object from b into v.
 func decodeJSON(b []byte, v any) error {
 	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
 		return errorf(http.StatusBadRequest, CodeMalformedBody, "", "the body must be an object ({...}), not %s", firstWord(t))
+	}
+	if e := checkKeys(b, typeOf(v)); e != nil {
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -147,6 +117,18 @@ func explainDecode(b []byte, v any, err error) error {
 	}
 	return errorf(http.StatusBadRequest, CodeMalformedBody, "",
 		"the body does not have the expected shape; check the field names and value types")
+}
+
+// invalidUTF8At returns the offset of the first byte of b that is not valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // position converts a byte offset in b to a 1-based line and column.

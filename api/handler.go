@@ -5,6 +5,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -148,7 +149,7 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var v registry.VIP
-	if err := decodeBody(w, r, &v, vipTypes); err != nil {
+	if _, err := decodeBody(w, r, &v, vipTypes); err != nil {
 		h.fail(w, r, err, "")
 		return
 	}
@@ -158,13 +159,7 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.Name = name
-	_, err = h.store.GetVIP(r.Context(), name)
-	created := errors.Is(err, registry.ErrNotFound)
-	if err != nil && !created {
-		h.fail(w, r, err, "")
-		return
-	}
-	stored, err := h.store.PutVIP(r.Context(), v)
+	stored, created, err := h.applyVIP(r.Context(), v)
 	if err != nil {
 		h.fail(w, r, err, "")
 		return
@@ -175,6 +170,29 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "/v1/vips/"+name)
 	}
 	WriteJSON(w, status, stored)
+}
+
+// vipApplier is implemented by stores that decide, with the write, whether
+// it created the VIP (the embedded one), so that of concurrent PUTs of a new
+// VIP exactly one answers 201.
+type vipApplier interface {
+	ApplyVIP(ctx context.Context, v registry.VIP) (registry.VIP, bool, error)
+}
+
+// applyVIP puts v and reports whether it created the VIP. A store that
+// cannot say so with the write is asked first; concurrent creates may then
+// each answer 201.
+func (h *handler) applyVIP(ctx context.Context, v registry.VIP) (registry.VIP, bool, error) {
+	if a, ok := h.store.(vipApplier); ok {
+		return a.ApplyVIP(ctx, v)
+	}
+	_, err := h.store.GetVIP(ctx, v.Name)
+	created := errors.Is(err, registry.ErrNotFound)
+	if err != nil && !created {
+		return registry.VIP{}, false, err
+	}
+	stored, err := h.store.PutVIP(ctx, v)
+	return stored, created, err
 }
 
 func (h *handler) deleteVIP(w http.ResponseWriter, r *http.Request) {

@@ -25,11 +25,22 @@ func (h *handler) listInstances(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, vipNotFound(vip))
 		return
 	}
+	WriteJSON(w, http.StatusOK, instanceList{Instances: h.wireInstances(vip, insts...)})
+}
+
+// wireInstances converts stored instances of vip to the API's form, with
+// the state of their lease where the registry keeps leases.
+func (h *handler) wireInstances(vip string, insts ...registry.Instance) []Instance {
+	var leases map[string]registry.Lease
+	if l, ok := h.store.(registry.Leaser); ok {
+		leases = l.Leases(vip)
+	}
 	out := make([]Instance, len(insts))
 	for i, inst := range insts {
 		out[i] = wireInstance(inst)
+		out[i].Lease = leases[inst.ID]
 	}
-	WriteJSON(w, http.StatusOK, instanceList{Instances: out})
+	return out
 }
 
 func (h *handler) register(w http.ResponseWriter, r *http.Request) {
@@ -39,7 +50,11 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var reg Registration
-	if err := decodeBody(w, r, &reg, jsonTypes); err != nil {
+	body, err := decodeBody(w, r, &reg, jsonTypes)
+	if err == nil {
+		err = refuseZeros(body)
+	}
+	if err != nil {
 		h.fail(w, r, err, "")
 		return
 	}
@@ -87,7 +102,7 @@ func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var change statusChange
-	if err := decodeBody(w, r, &change, jsonTypes); err != nil {
+	if _, err := decodeBody(w, r, &change, jsonTypes); err != nil {
 		h.fail(w, r, err, "")
 		return
 	}

@@ -27,7 +27,9 @@ func locate(data []byte, t reflect.Type, path string) *Error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
+	// A struct that decodes itself (registry.Policy) still has the fields
+	// its tags name; other types that decode themselves are leaves.
+	if reflect.PointerTo(t).Implements(unmarshalerType) && t.Kind() != reflect.Struct {
 		return checkValue(data, t, path)
 	}
 	switch t.Kind() {
@@ -95,8 +97,12 @@ func unknownField(path, parent string, fields []string) *Error {
 	if parent != "" {
 		where = "in " + parent
 	}
+	hint := ""
+	if key := path[strings.LastIndex(path, ".")+1:]; key == "true" || key == "false" {
+		hint = " (YAML reads an unquoted on, off, yes, no, y or n as true or false: quote the key)"
+	}
 	return errorf(http.StatusBadRequest, CodeUnknownField, path,
-		"unknown field %q; the fields allowed %s are %s", path, where, strings.Join(fields, ", "))
+		"unknown field %q; the fields allowed %s are %s%s", path, where, strings.Join(fields, ", "), hint)
 }
 
 // jsonFields lists the JSON names of t's fields in declaration order.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -17,8 +18,10 @@ const (
 const maxTTLSeconds = int64(registry.MaxTTL / registry.Duration(time.Second))
 
 // Registration is the body of PUT /v1/vips/{vip}/instances/{id}: what an
-// instance says about itself. Zero fields take the registry's defaults
-// (weight 1, status UP, a 30-second lease).
+// instance says about itself. Fields left out take the registry's defaults
+// (weight 1, status UP, a 30-second lease); the Go client leaves zero fields
+// out. Given explicitly, weight 0 and ttl_seconds 0 are refused (see
+// ZeroWeightHint), and secure_port 0 means none, as when it is left out.
 type Registration struct {
 	Address    string            `json:"address"`
 	Port       uint32            `json:"port"`
@@ -46,6 +49,12 @@ type Instance struct {
 	TTLSeconds   int64             `json:"ttl_seconds"`
 	RegisteredAt time.Time         `json:"registered_at"`
 	RenewedAt    time.Time         `json:"renewed_at"`
+	// Lease, in a listing of a VIP's instances, is "ok", "grace" (restored
+	// at the registry's start and not renewed since) or "overdue" (its TTL
+	// passed without a renewal: it is held by self-preservation or about to
+	// expire). The Consul registry keeps no leases of its own and leaves it
+	// out, as do the answers to a registration or a status change.
+	Lease registry.Lease `json:"lease,omitempty"`
 }
 
 // renewal is the answer to PUT /v1/vips/{vip}/instances/{id}/heartbeat.
@@ -97,6 +106,30 @@ type instanceList struct {
 
 type statusChange struct {
 	Status registry.Status `json:"status"`
+}
+
+// ZeroWeightHint is why weight 0 is refused and what to do instead.
+const ZeroWeightHint = "weight 0 would keep the instance registered but never chosen; to stop sending it new " +
+	"requests set its status to DRAINING (it finishes what it has) or OUT_OF_SERVICE " +
+	"(meshctl instance status VIP ID DRAINING), or leave weight out for 1"
+
+// refuseZeros refuses the numbers of a registration body (JSON) given as 0
+// where 0 is not a value, saying what to do instead.
+func refuseZeros(body []byte) error {
+	var given struct {
+		Weight     *uint32 `json:"weight"`
+		TTLSeconds *int64  `json:"ttl_seconds"`
+	}
+	_ = json.Unmarshal(body, &given) // it decoded into a Registration already, so this cannot fail
+	switch {
+	case given.Weight != nil && *given.Weight == 0:
+		return errorf(http.StatusBadRequest, CodeInvalidArgument, "weight", "weight: %s", ZeroWeightHint)
+	case given.TTLSeconds != nil && *given.TTLSeconds == 0:
+		return errorf(http.StatusBadRequest, CodeInvalidArgument, "ttl_seconds",
+			"ttl_seconds: 0 would expire the instance at once; use %d to %d, or leave it out for %d",
+			int64(registry.MinTTL.D()/time.Second), maxTTLSeconds, int64(registry.DefaultTTL.D()/time.Second))
+	}
+	return nil
 }
 
 // instance converts a registration to the registry's model, checking what

@@ -101,8 +101,13 @@ type Registry struct {
 
 // Embedded configures the embedded registry.
 type Embedded struct {
-	SweepInterval         registry.Duration `json:"sweep_interval"`
-	SelfPreservationShare float64           `json:"self_preservation_share"`
+	SweepInterval registry.Duration `json:"sweep_interval"`
+	// SelfPreservationShare is the share of the instances renewing since
+	// start that may miss their lease at once before expiry is suspended.
+	SelfPreservationShare float64 `json:"self_preservation_share"`
+	// SelfPreservationMinInstances is the smallest renewing fleet in which
+	// expiry is ever suspended; 1 means no minimum.
+	SelfPreservationMinInstances int `json:"self_preservation_min_instances"`
 }
 
 // Consul configures the Consul registry (registry.type: consul).
@@ -187,8 +192,12 @@ func Defaults() Config {
 		},
 		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}},
 		Registry: Registry{
-			Type:     "embedded",
-			Embedded: Embedded{SweepInterval: registry.Duration(time.Second), SelfPreservationShare: 0.15},
+			Type: "embedded",
+			Embedded: Embedded{
+				SweepInterval:                registry.Duration(time.Second),
+				SelfPreservationShare:        registry.DefaultSelfPreservationShare,
+				SelfPreservationMinInstances: registry.DefaultSelfPreservationMinInstances,
+			},
 			Consul: Consul{
 				Address: consul.DefaultAddress, KVPrefix: consul.DefaultKVPrefix,
 				StaleReads: true, WarningIsUp: true,
@@ -318,6 +327,10 @@ func (r Registry) validate() error {
 	}
 	if e.SelfPreservationShare <= 0 || e.SelfPreservationShare > 1 {
 		return fmt.Errorf("registry.embedded.self_preservation_share: %v must be a fraction in (0, 1], e.g. 0.15", e.SelfPreservationShare)
+	}
+	if e.SelfPreservationMinInstances < 1 {
+		return fmt.Errorf("registry.embedded.self_preservation_min_instances: %d must be at least 1 (1: no minimum; default %d)",
+			e.SelfPreservationMinInstances, registry.DefaultSelfPreservationMinInstances)
 	}
 	return nil
 }

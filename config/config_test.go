@@ -85,6 +85,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"registry type", func(c *Config) { c.Registry.Type = "eureka" }, "registry.type"},
 		{"sweep", func(c *Config) { c.Registry.Embedded.SweepInterval = 0 }, "registry.embedded.sweep_interval"},
 		{"share", func(c *Config) { c.Registry.Embedded.SelfPreservationShare = 1.5 }, "registry.embedded.self_preservation_share"},
+		{"min instances", func(c *Config) { c.Registry.Embedded.SelfPreservationMinInstances = 0 }, "registry.embedded.self_preservation_min_instances"},
 		{"grace", func(c *Config) { c.Discovery.Grace = -1 }, "discovery.grace"},
 		{"consul address", func(c *Config) { c.Registry.Consul.Address = "consul" }, "registry.consul.address"},
 		{"consul scheme", func(c *Config) { c.Registry.Consul.Address = "ftp://127.0.0.1:8500" }, "registry.consul.address"},

@@ -46,14 +46,32 @@ const (
 	StatusDraining     Status = "DRAINING"
 )
 
+// Lease is the state of an instance's lease, in a registry that keeps leases
+// itself (see Leaser).
+type Lease string
+
+// Lease states.
+const (
+	// LeaseOK: renewed since the registry started, within its TTL.
+	LeaseOK Lease = "ok"
+	// LeaseGrace: restored from disk when the registry started and not
+	// renewed since; it expires when its first lease runs out.
+	LeaseGrace Lease = "grace"
+	// LeaseOverdue: its TTL has passed without a renewal; it expires at the
+	// next sweep unless self-preservation holds it.
+	LeaseOverdue Lease = "overdue"
+)
+
 // VIP is a named service and the policy every sidecar applies when calling it.
 type VIP struct {
 	Name   string `json:"name"`
 	Policy Policy `json:"policy"`
 }
 
-// Policy is what a service owner sets for their VIP. Zero values mean "use
-// the default"; Normalize fills them in.
+// Policy is what a service owner sets for their VIP. A zero value means
+// "use the default", which Normalize fills in, unless Explicit names the
+// field: then it is a 0 given on purpose (see wire.go), which Normalize keeps
+// where 0 means something (ZeroMeans) and Validate refuses elsewhere.
 type Policy struct {
 	Protocol Protocol `json:"protocol,omitempty"`
 	// Port and SecurePort are the VIP's well-known ports, informational for
@@ -68,6 +86,11 @@ type Policy struct {
 	Retries          Retries           `json:"retries"`
 	CircuitBreakers  CircuitBreakers   `json:"circuit_breakers"`
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
+	// Explicit lists the optional numbers given explicitly, by their path
+	// below policy ("retries.attempts"). Decoding JSON or YAML fills it; Go
+	// callers add a path to say "this 0 is meant". Normalize keeps only the
+	// paths whose field holds a meaningful 0.
+	Explicit []string `json:"-"`
 }
 
 // Timeouts bound connection and request time.
@@ -169,5 +192,6 @@ func (p Policy) Clone() Policy {
 		p.OutlierDetection = &o
 	}
 	p.Retries.On = slices.Clone(p.Retries.On)
+	p.Explicit = slices.Clone(p.Explicit)
 	return p
 }

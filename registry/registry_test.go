@@ -57,6 +57,18 @@ func TestValidate(t *testing.T) {
 		{"status", func(i *Instance) { i.Status = "ALIVE" }},
 		{"ttl", func(i *Instance) { i.TTL = Duration(time.Millisecond) }},
 		{"metadata", func(i *Instance) { i.Metadata = map[string]string{"": "x"} }},
+		{"address", func(i *Instance) { i.Address = "::ffff:0.0.0.0" }},
+		{"address", func(i *Instance) { i.Address = "::ffff:10.0.0.1" }},
+		{"address", func(i *Instance) { i.Address = "::" }},
+		{"address", func(i *Instance) { i.Address = "255.255.255.255" }},
+		{"id", func(i *Instance) { i.ID = "." }},
+		{"id", func(i *Instance) { i.ID = ".." }},
+		{"zone", func(i *Instance) { i.Zone = "eu\x00west" }},
+		{"zone", func(i *Instance) { i.Zone = "eu-\xffwest" }},
+		{"metadata", func(i *Instance) { i.Metadata = map[string]string{"a\tb": "x"} }},
+		{"metadata.k", func(i *Instance) { i.Metadata = map[string]string{"k": "line\nbreak"} }},
+		{"metadata", func(i *Instance) { i.Metadata = map[string]string{"xspace-zone": "a"} }},
+		{"metadata", func(i *Instance) { i.Metadata = map[string]string{"Xspace-Status": "UP"} }},
 	}
 	for _, tt := range instances {
 		i := good

@@ -37,6 +37,15 @@ type Store interface {
 	Instances(ctx context.Context, vip string) ([]Instance, error)
 }
 
+// Leaser is implemented by registries that keep instances' leases
+// themselves (the embedded one), so that the REST API can show which
+// instances are overdue whatever the self-preservation mode.
+type Leaser interface {
+	// Leases returns the state of the lease of each of a VIP's instances,
+	// by instance id; nil if the VIP does not exist.
+	Leases(vip string) map[string]Lease
+}
+
 // Source is what discovery needs from a registry: one VIP at a time, never the world.
 type Source interface {
 	// Lookup returns a VIP and its instances; ErrNotFound if the VIP does not exist.

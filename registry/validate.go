@@ -2,9 +2,14 @@ package registry
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prisma-systems/xspace-mesh/names"
 )
@@ -48,8 +53,12 @@ func (v VIP) Validate() error {
 	return v.Policy.Validate()
 }
 
-// Validate checks a policy; zero values are allowed and mean "default".
+// Validate checks a policy. Zero values are allowed and mean "default",
+// unless Explicit names them: see ZeroMeans and refusedZeros.
 func (p Policy) Validate() error {
+	if err := p.validZeros(); err != nil {
+		return err
+	}
 	switch p.Protocol {
 	case "", HTTP1, HTTP2, GRPC:
 	default:
@@ -82,7 +91,7 @@ func (p Policy) Validate() error {
 			return invalid("policy.retries.on", "%q is not an Envoy retry condition; use one of %v", c, retryConditions)
 		}
 	}
-	if p.Retries.BudgetPerc < 0 || p.Retries.BudgetPerc > 100 {
+	if b := p.Retries.BudgetPerc; math.IsNaN(b) || b < 0 || b > 100 {
 		return invalid("policy.retries.budget_percent", "%v is not a percentage between 0 and 100", p.Retries.BudgetPerc)
 	}
 	if o := p.OutlierDetection; o != nil {
@@ -91,6 +100,41 @@ func (p Policy) Validate() error {
 		}
 		if o.Interval < 0 || o.BaseEjectionTime < 0 {
 			return invalid("policy.outlier_detection", "durations must not be negative")
+		}
+	}
+	return nil
+}
+
+// zeroCheck is a field where an explicit 0 is refused, and what to write instead.
+type zeroCheck struct {
+	path   string
+	isZero bool
+	hint   string
+}
+
+// validZeros refuses an explicit 0 where 0 would break the VIP, saying what
+// to write instead.
+func (p Policy) validZeros() error {
+	breakerHint := "0 would refuse every request; use at least 1, or leave it out for %d"
+	checks := []zeroCheck{
+		{"timeouts.connect", p.Timeouts.Connect == 0, fmt.Sprintf(
+			"0s would fail every connection at once; use a duration such as 250ms, or leave it out for %s", DefaultConnectTimeout.D())},
+		{"circuit_breakers.max_connections", p.CircuitBreakers.MaxConnections == 0, fmt.Sprintf(breakerHint, DefaultMaxConnections)},
+		{"circuit_breakers.max_pending_requests", p.CircuitBreakers.MaxPendingRequests == 0, fmt.Sprintf(breakerHint, DefaultMaxPendingRequests)},
+		{"circuit_breakers.max_requests", p.CircuitBreakers.MaxRequests == 0, fmt.Sprintf(breakerHint, DefaultMaxRequests)},
+	}
+	if o := p.OutlierDetection; o != nil {
+		checks = append(checks,
+			zeroCheck{"outlier_detection.interval", o.Interval == 0, fmt.Sprintf(
+				"0s is not an interval; use e.g. 10s, or leave it out for %s", DefaultEjectionInterval.D())},
+			zeroCheck{"outlier_detection.base_ejection_time", o.BaseEjectionTime == 0, fmt.Sprintf(
+				"0s would eject hosts for no time; use e.g. 30s, or leave it out for %s (to eject no host, set max_ejection_percent: 0)",
+				DefaultBaseEjectionTime.D())},
+		)
+	}
+	for _, c := range checks {
+		if c.isZero && slices.Contains(p.Explicit, c.path) {
+			return invalid("policy."+c.path, "%s", c.hint)
 		}
 	}
 	return nil
@@ -105,12 +149,8 @@ func (i Instance) Validate() error {
 	if err := validInstanceID(i.ID); err != nil {
 		return err
 	}
-	addr, err := netip.ParseAddr(i.Address)
-	if err != nil || addr.Zone() != "" {
-		return invalid("address", "%q is not an IP address; use the instance's IPv4 or IPv6 address, e.g. 10.0.0.12", i.Address)
-	}
-	if addr.IsUnspecified() || addr.IsMulticast() {
-		return invalid("address", "%s cannot receive traffic; use the instance's own address", addr)
+	if err := validAddress(i.Address); err != nil {
+		return err
 	}
 	if err := validPort("port", i.Port, false); err != nil {
 		return err
@@ -127,16 +167,66 @@ func (i Instance) Validate() error {
 	if len(i.Zone) > maxZoneLen {
 		return invalid("zone", "%d characters, at most %d allowed", len(i.Zone), maxZoneLen)
 	}
-	if len(i.Metadata) > MaxMetadataKeys {
-		return invalid("metadata", "%d keys, at most %d allowed", len(i.Metadata), MaxMetadataKeys)
-	}
-	for k, v := range i.Metadata {
-		if k == "" || len(k) > MaxMetadataLen || len(v) > MaxMetadataLen {
-			return invalid("metadata", "keys must be non-empty and keys and values at most %d bytes", MaxMetadataLen)
-		}
+	if err := validText("zone", i.Zone); err != nil {
+		return err
 	}
 	if i.TTL != 0 && (i.TTL < MinTTL || i.TTL > MaxTTL) {
 		return invalid("ttl", "%s is out of range; use %s to %s", i.TTL.D(), MinTTL.D(), MaxTTL.D())
+	}
+	return validMetadata(i.Metadata)
+}
+
+// ReservedMetadataPrefix starts the metadata keys the mesh keeps for itself
+// (the Consul registry stores an instance's id, zone and status under it).
+const ReservedMetadataPrefix = "xspace-"
+
+func validMetadata(md map[string]string) error {
+	if len(md) > MaxMetadataKeys {
+		return invalid("metadata", "%d keys, at most %d allowed", len(md), MaxMetadataKeys)
+	}
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		v := md[k]
+		switch {
+		case k == "" || len(k) > MaxMetadataLen || len(v) > MaxMetadataLen:
+			return invalid("metadata", "keys must be non-empty and keys and values at most %d bytes", MaxMetadataLen)
+		case strings.HasPrefix(strings.ToLower(k), ReservedMetadataPrefix):
+			return invalid("metadata", "key %q: the %s prefix is reserved for the mesh's own keys; choose another key", k, ReservedMetadataPrefix)
+		}
+		if err := validText("metadata", k); err != nil {
+			return err
+		}
+		if err := validText("metadata."+k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validText refuses text that is not valid UTF-8 or holds a control
+// character (NUL, newline, tab, DEL, ...): such text would reach logs,
+// tables and Envoy's metadata as something other than what it looks like.
+func validText(field, s string) error {
+	if !utf8.ValidString(s) {
+		return invalid(field, "%q is not valid UTF-8; send text in UTF-8", s)
+	}
+	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+		return invalid(field, "%q holds the control character %U at byte %d; use printable characters only", s, []rune(s[i:])[0], i)
+	}
+	return nil
+}
+
+// validAddress accepts an IP address an instance can be reached at, in its
+// one written form: an IPv4 address as such, not mapped into IPv6.
+func validAddress(s string) error {
+	addr, err := netip.ParseAddr(s)
+	if err != nil || addr.Zone() != "" {
+		return invalid("address", "%q is not an IP address; use the instance's IPv4 or IPv6 address, e.g. 10.0.0.12", s)
+	}
+	if un := addr.Unmap(); un.IsUnspecified() || un.IsMulticast() || un == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return invalid("address", "%s cannot receive traffic; use the instance's own address", addr)
+	}
+	if addr.Is4In6() {
+		return invalid("address", "%s is an IPv4 address mapped into IPv6; write it as %s", s, addr.Unmap())
 	}
 	return nil
 }
@@ -159,6 +249,9 @@ func validStatus(s Status, allowEmpty bool) error {
 func validInstanceID(id string) error {
 	if id == "" || len(id) > MaxInstanceIDLen {
 		return invalid("id", "must be 1 to %d characters", MaxInstanceIDLen)
+	}
+	if id == "." || id == ".." {
+		return invalid("id", "%q names a path segment in a URL, not an instance; use letters or digits as well, e.g. web-1", id)
 	}
 	for _, c := range id {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'

@@ -44,6 +44,9 @@ type registerFlags struct {
 	ttl        time.Duration
 	meta       []string
 	heartbeat  bool
+	// weightSet and ttlSet say whether --weight and --ttl were given: 0
+	// given is refused, left out means the server's default.
+	weightSet, ttlSet bool
 }
 
 const registerLong = `Register (or replace) an instance of VIP. The VIP is created with the default
@@ -73,6 +76,7 @@ func (a *app) registerCommand() *cobra.Command {
   meshctl instance register payments --address 10.0.0.12 --port 8080 --ttl 15s --heartbeat`,
 		Args: cobra.ExactArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			f.weightSet, f.ttlSet = cmd.Flags().Changed("weight"), cmd.Flags().Changed("ttl")
 			reg, err := f.registration()
 			if err != nil {
 				return err
@@ -102,8 +106,11 @@ func (a *app) registerCommand() *cobra.Command {
 
 // registration builds the request body from the flags.
 func (f registerFlags) registration() (api.Registration, error) {
-	if f.ttl < 0 || f.ttl%time.Second != 0 {
-		return api.Registration{}, usageError{fmt.Sprintf("--ttl %s: use whole seconds, such as 30s", f.ttl)}
+	switch {
+	case f.ttl < 0 || f.ttl%time.Second != 0 || f.ttlSet && f.ttl == 0:
+		return api.Registration{}, usageError{fmt.Sprintf("--ttl %s: use whole seconds, at least 1s, such as 30s", f.ttl)}
+	case f.weightSet && f.weight == 0:
+		return api.Registration{}, usageError{"--weight 0: " + api.ZeroWeightHint}
 	}
 	var meta map[string]string
 	for _, kv := range f.meta {
@@ -177,8 +184,12 @@ func (a *app) instanceListCommand() *cobra.Command {
 		Use:     "list VIP",
 		Aliases: []string{"ls"},
 		Short:   "List the instances of a VIP",
-		Long: `List the instances registered for VIP, sorted by id, with their status and
-when their lease was last renewed.`,
+		Long: `List the instances registered for VIP, sorted by id, with their status,
+the state of their lease and when it was last renewed. LEASE is "ok";
+"grace" for an instance restored when meshd started that has not renewed
+since; or "overdue" for one whose TTL passed without a heartbeat: it still
+receives traffic until it expires, or for as long as self-preservation holds it
+(see /readyz). The Consul registry shows "-".`,
 		Example: `  meshctl instance list payments
   meshctl instance list payments -o json | jq -r '.[] | select(.status == "UP") | .address'`,
 		Args: cobra.ExactArgs(1),

@@ -49,7 +49,13 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	return newTestEnvWith(t, embedded.Options{})
+}
+
+// newTestEnvWith is newTestEnv with the store opened with opts.
+func newTestEnvWith(t *testing.T, opts embedded.Options) *testEnv {
+	t.Helper()
+	store, err := embedded.Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("open embedded store: %v", err)
 	}
@@ -193,10 +199,10 @@ func TestInstanceRegisterListStatusDeregister(t *testing.T) {
 
 	table := strings.Split(strings.TrimSpace(e.mustRun(t, "instance", "list", "payments")), "\n")
 	if len(table) != 3 || !slices.Equal(strings.Fields(table[0]),
-		[]string{"VIP", "ID", "ADDRESS", "PORT", "SECURE-PORT", "ZONE", "WEIGHT", "STATUS", "TTL", "RENEWED"}) {
+		[]string{"VIP", "ID", "ADDRESS", "PORT", "SECURE-PORT", "ZONE", "WEIGHT", "STATUS", "LEASE", "TTL", "RENEWED"}) {
 		t.Fatalf("instance list table:\n%s", strings.Join(table, "\n"))
 	}
-	if row := strings.Fields(table[1]); !slices.Equal(row[:9], []string{"payments", "web-1", "10.0.0.12", "8080", "8443", "eu-west-1a", "10", "UP", "20s"}) {
+	if row := strings.Fields(table[1]); !slices.Equal(row[:10], []string{"payments", "web-1", "10.0.0.12", "8080", "8443", "eu-west-1a", "10", "UP", "ok", "20s"}) {
 		t.Errorf("web-1 row: %v", row)
 	}
 
@@ -277,6 +283,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"instance", "register", "payments", "--address", "10.0.0.1"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--meta", "novalue"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--ttl", "1500ms"},
+		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--ttl", "0s"},
+		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "80", "--weight", "0"},
 		{"instance", "register", "payments", "--address", "10.0.0.1", "--port", "-1"},
 		{"instance", "status", "payments", "web-1"},
 	}

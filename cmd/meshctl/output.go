@@ -56,14 +56,10 @@ func vipTable(vips []registry.VIP) func(io.Writer) {
 
 func instanceTable(insts []api.Instance, now time.Time) func(io.Writer) {
 	return func(w io.Writer) {
-		row(w, "VIP", "ID", "ADDRESS", "PORT", "SECURE-PORT", "ZONE", "WEIGHT", "STATUS", "TTL", "RENEWED")
+		row(w, "VIP", "ID", "ADDRESS", "PORT", "SECURE-PORT", "ZONE", "WEIGHT", "STATUS", "LEASE", "TTL", "RENEWED")
 		for _, i := range insts {
-			zone := i.Zone
-			if zone == "" {
-				zone = "-"
-			}
-			row(w, i.VIP, i.ID, i.Address, port(i.Port), port(i.SecurePort), zone, strconv.Itoa(int(i.Weight)),
-				string(i.Status), (time.Duration(i.TTLSeconds) * time.Second).String(), ago(now, i.RenewedAt))
+			row(w, i.VIP, i.ID, i.Address, port(i.Port), port(i.SecurePort), orDash(i.Zone), strconv.Itoa(int(i.Weight)),
+				string(i.Status), orDash(string(i.Lease)), (time.Duration(i.TTLSeconds) * time.Second).String(), ago(now, i.RenewedAt))
 		}
 	}
 }
@@ -112,6 +108,13 @@ func ago(now, t time.Time) string {
 		return "-"
 	}
 	return now.Sub(t).Round(time.Second).String() + " ago"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func onOff(b bool) string {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -237,7 +238,7 @@ type backend struct {
 }
 
 // openRegistry opens the registry cfg.Registry.Type names. The embedded one
-// is always ready. Consul is not ready while it cannot be reached, so that a
+// is ready unless a storage failure made it refuse writes. Consul is not ready while it cannot be reached, so that a
 // load balancer prefers replicas that can resolve new VIPs; streams already
 // connected keep being served their last known state either way.
 func openRegistry(cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (backend, error) {
@@ -261,13 +262,17 @@ func openRegistry(cfg config.Config, logger *slog.Logger, reg prometheus.Registe
 	}
 	s, err := embedded.Open(cfg.DataDir, embedded.Options{
 		Logger: logger, Registerer: reg,
-		SweepInterval:         cfg.Registry.Embedded.SweepInterval.D(),
-		SelfPreservationShare: cfg.Registry.Embedded.SelfPreservationShare,
+		SweepInterval:                cfg.Registry.Embedded.SweepInterval.D(),
+		SelfPreservationShare:        cfg.Registry.Embedded.SelfPreservationShare,
+		SelfPreservationMinInstances: cfg.Registry.Embedded.SelfPreservationMinInstances,
+		// Files meshd creates beside registry.db: with either, an empty
+		// registry.db is a lost registry, not a new one.
+		Evidence: []string{filepath.Join(cfg.DataDir, "ca"), filepath.Join(cfg.DataDir, "tokens.yaml")},
 	})
 	if err != nil {
 		return backend{}, err
 	}
-	check := func() ops.Check { return ops.Check{OK: true, Detail: s.Health()} }
+	check := func() ops.Check { h := s.Health(); return ops.Check{OK: h.Failed == "", Detail: h} }
 	return backend{store: s, source: s, check: check, close: s.Close}, nil
 }
 

@@ -57,7 +57,7 @@ func BenchmarkLookup(b *testing.B) {
 // bbolt in one transaction.
 func populate(b *testing.B, dir string, n int) {
 	b.Helper()
-	db, err := openDB(dir)
+	db, err := openDB(dir, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,24 +8,33 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
-// helperDirEnv, when set, makes TestHelperProcess act as a meshd writing to
-// the store in that directory until it is killed.
-const helperDirEnv = "XSPACE_EMBEDDED_HELPER_DIR"
+// Environment of TestHelperProcess: when helperDirEnv is set, it acts as a
+// meshd writing to the store in that directory until it is killed, with
+// helperWriters concurrent writers whose instance ids start with
+// helperRoundEnv's value.
+const (
+	helperDirEnv   = "XSPACE_EMBEDDED_HELPER_DIR"
+	helperRoundEnv = "XSPACE_EMBEDDED_HELPER_ROUND"
+	helperWriters  = 16
+)
 
 // TestHelperProcess is not a test: TestKill9 runs the test binary again
-// with only this test selected. It registers instances as fast as it can,
-// printing a line after each acknowledged write.
+// with only this test selected. Its writers register instances as fast as
+// they can, every third one also set OUT_OF_SERVICE, and print a line after
+// each acknowledged write.
 func TestHelperProcess(t *testing.T) {
 	dir := os.Getenv(helperDirEnv)
 	if dir == "" {
 		t.Skip("helper process of TestKill9")
 	}
+	round := os.Getenv(helperRoundEnv)
 	s, err := Open(dir, Options{SweepInterval: time.Hour})
 	if err != nil {
 		fmt.Printf("error %v\n", err)
@@ -36,35 +45,58 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Printf("error %v\n", err)
 		os.Exit(2)
 	}
-	fmt.Println("ack vip crash")
-	for n := range 100_000 {
-		inst := instance("crash", n)
-		inst.Metadata = map[string]string{"n": fmt.Sprint(n)}
-		if _, err := s.Register(ctx, inst); err != nil {
-			fmt.Printf("error %v\n", err)
-			os.Exit(2)
-		}
-		fmt.Println("ack instance", inst.ID)
-		if n%3 == 0 {
-			if _, err := s.SetStatus(ctx, "crash", inst.ID, registry.StatusOutOfService); err != nil {
-				fmt.Printf("error %v\n", err)
-				os.Exit(2)
+	var out sync.Mutex
+	ack := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	ack("ack vip crash")
+	for w := range helperWriters {
+		go func() {
+			for n := 0; ; n++ {
+				inst := instance("crash", w<<16|n)
+				inst.ID = fmt.Sprintf("crash-%s-%d-%d", round, w, n)
+				inst.Metadata = map[string]string{"n": inst.ID}
+				if _, err := s.Register(ctx, inst); err != nil {
+					ack("error %v", err)
+					os.Exit(2)
+				}
+				ack("ack instance %s", inst.ID)
+				if n%3 == 0 {
+					if _, err := s.SetStatus(ctx, "crash", inst.ID, registry.StatusOutOfService); err != nil {
+						ack("error %v", err)
+						os.Exit(2)
+					}
+					ack("ack status %s", inst.ID)
+				}
 			}
-			fmt.Println("ack status", inst.ID)
-		}
+		}()
 	}
 	select {} // wait for the kill
 }
 
-// TestKill9 kills a process writing to the store with SIGKILL and checks
-// that every write it acknowledged is there after reopening.
+// TestKill9 kills a process with 16 concurrent writers with SIGKILL, three
+// times over the same directory, and checks after each kill that every
+// write acknowledged so far, in this round or an earlier one, is there.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a child process")
+		t.Skip("starts child processes")
 	}
 	dir := t.TempDir()
-	acked := killHelperMidStream(t, dir, 200)
+	acked := map[string]bool{}
+	for round := range 3 {
+		for id, outOfService := range killHelperMidStream(t, dir, round, 300) {
+			acked[id] = outOfService
+		}
+		checkAcked(t, dir, acked)
+	}
+}
 
+// checkAcked opens dir and checks that it holds every acknowledged
+// instance, with its acknowledged status, and the VIP.
+func checkAcked(t *testing.T, dir string, acked map[string]bool) {
+	t.Helper()
 	e := &env{t: t, dir: dir, clock: newClock()}
 	e.open()
 	defer func() { _ = e.s.Close() }()
@@ -88,7 +120,7 @@ func TestKill9(t *testing.T) {
 			t.Errorf("acknowledged instance %s lost", id)
 		case outOfService && inst.Status != registry.StatusOutOfService:
 			t.Errorf("instance %s status %s, want the acknowledged OUT_OF_SERVICE", id, inst.Status)
-		case inst.Metadata["n"] != strings.TrimPrefix(id, "crash-"):
+		case inst.Metadata["n"] != id:
 			t.Errorf("instance %s metadata %v", id, inst.Metadata)
 		}
 	}
@@ -100,10 +132,10 @@ func TestKill9(t *testing.T) {
 // acknowledged (including lines already in the pipe at the kill), with
 // whether an OUT_OF_SERVICE status was acknowledged for it. It fails the
 // test unless the VIP was acknowledged first.
-func killHelperMidStream(t *testing.T, dir string, after int) map[string]bool {
+func killHelperMidStream(t *testing.T, dir string, round, after int) map[string]bool {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
+	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir, fmt.Sprintf("%s=%d", helperRoundEnv, round))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

@@ -3,7 +3,6 @@ package embedded
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -15,9 +14,9 @@ import (
 // instanceRef names one instance.
 type instanceRef struct{ vip, id string }
 
-// Heartbeat renews an instance's lease. It is kept in memory only and
-// notifies no watcher: nothing a proxy sees changes. ErrNotFound tells the
-// client to register again.
+// Heartbeat renews an instance's lease. It is kept in memory only, never
+// waits for the disk and notifies no watcher: nothing a proxy sees changes.
+// ErrNotFound tells the client to register again.
 func (s *Store) Heartbeat(_ context.Context, vip, id string) error {
 	now := s.now()
 	s.mu.Lock()
@@ -32,6 +31,7 @@ func (s *Store) Heartbeat(_ context.Context, vip, id string) error {
 	}
 	inst.RenewedAt = now
 	vs.instances[id] = inst
+	delete(s.restored, instanceRef{vip, id})
 	return nil
 }
 
@@ -40,88 +40,115 @@ func expired(inst registry.Instance, now time.Time) bool {
 	return now.After(inst.RenewedAt.Add(inst.TTL.D()))
 }
 
-// overdueLocked lists the instances whose lease has run out; the caller holds mu.
-func (s *Store) overdueLocked(now time.Time) []instanceRef {
-	var out []instanceRef
+// leaseLocked is the state of one instance's lease; the caller holds mu.
+func (s *Store) leaseLocked(ref instanceRef, inst registry.Instance, now time.Time) registry.Lease {
+	switch {
+	case expired(inst, now):
+		return registry.LeaseOverdue
+	case s.restored[ref]:
+		return registry.LeaseGrace
+	}
+	return registry.LeaseOK
+}
+
+// leasesLocked lists the overdue instances and counts the renewing fleet's
+// leases; the caller holds mu. Expired is left to the caller.
+func (s *Store) leasesLocked(now time.Time) ([]instanceRef, registry.LeaseCounts) {
+	var overdue []instanceRef
+	c := registry.LeaseCounts{Renewing: s.total - len(s.restored)}
 	for name, vs := range s.vips {
 		for id, inst := range vs.instances {
-			if expired(inst, now) {
-				out = append(out, instanceRef{vip: name, id: id})
+			if !expired(inst, now) {
+				continue
+			}
+			ref := instanceRef{name, id}
+			overdue = append(overdue, ref)
+			if !s.restored[ref] {
+				c.Overdue++
 			}
 		}
 	}
-	return out
+	return overdue, c
 }
 
-// Sweep runs one expiry pass now, applying the self-preservation rule of the
-// package comment, and then notifies the watchers of every VIP that lost an
-// instance. The sweeper goroutine calls it every Options.SweepInterval.
+// Sweep runs one expiry pass now, applying the self-preservation rule (see
+// registry.SelfPreservation and the package comment), and then notifies the
+// watchers of every VIP that lost an instance. The sweeper goroutine calls
+// it every Options.SweepInterval. A store that failed (see commit.go)
+// sweeps no more: it could not persist an expiry, and says so once.
 func (s *Store) Sweep() {
-	s.notify(s.sweep()...)
+	if s.failure() != nil {
+		return
+	}
+	o := &sweepOp{}
+	if err := s.submit(o); err != nil {
+		s.log.Error("lease expiry not persisted; retrying on the next sweep", "error", err)
+		return
+	}
+	s.notify(o.changed...)
 }
 
-// sweep expires what the self-preservation rule allows and returns the
-// names of the VIPs that changed.
-func (s *Store) sweep() []string {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	now := s.now()
-	s.mu.RLock()
-	overdue := s.overdueLocked(now)
-	total := s.total
-	s.mu.RUnlock()
+// sweepOp expires every overdue instance, unless self-preservation is
+// engaged. It runs alone in its batch, so it sees every earlier write.
+type sweepOp struct {
+	now     time.Time
+	expire  []instanceRef
+	changed []string
+}
 
-	// Forget expiries older than one default lease.
-	cutoff := now.Add(-registry.DefaultTTL.D())
+func (o *sweepOp) footprint() footprint { return footprint{exclusive: true} }
+
+func (o *sweepOp) plan(s *Store) (bool, error) {
+	o.now = s.now()
+	cutoff := o.now.Add(-registry.SelfPreservationWindow)
 	s.recent = slices.DeleteFunc(s.recent, func(t time.Time) bool { return t.Before(cutoff) })
-	recent := len(s.recent)
-	// The epsilon keeps float rounding (0.15×20 = 3.0000000000000004 or
-	// 2.9999999999999996) from moving the limit.
-	limit := max(1, int(math.Floor(s.share*float64(total+recent)+1e-9)))
-	if len(overdue) > 0 && len(overdue)+recent > limit {
-		s.setPreserving(true, len(overdue), recent, limit)
-		return nil
+	s.mu.RLock()
+	overdue, c := s.leasesLocked(o.now)
+	s.mu.RUnlock()
+	c.Expired = len(s.recent)
+	s.metrics.overdue.Set(float64(len(overdue)))
+	engaged := s.preservation.Engaged(c)
+	s.setPreserving(engaged, c)
+	if engaged || len(overdue) == 0 {
+		return false, nil
 	}
-	s.setPreserving(false, len(overdue), recent, limit)
-	if len(overdue) == 0 {
-		return nil
-	}
+	o.expire = overdue
+	return true, nil
+}
 
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, r := range overdue {
-			if err := deleteInstance(tx, r.vip, r.id); err != nil {
-				return err
-			}
+func (o *sweepOp) write(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketInstances)
+	for _, r := range o.expire {
+		if err := b.Delete(instanceKey(r.vip, r.id)); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		s.log.Error("lease expiry not persisted; retrying on the next sweep", "instances", len(overdue), "error", err)
-		return nil
 	}
-	// A heartbeat that arrived during the commit loses: the instance is gone
-	// from disk, so it goes from memory too, and its next heartbeat gets
-	// ErrNotFound and registers again.
-	var changed []string
-	s.mu.Lock()
-	for _, r := range overdue {
-		vs := s.vips[r.vip]
-		s.log.Info("lease expired", "vip", r.vip, "instance_id", r.id, "renewed_at", vs.instances[r.id].RenewedAt)
-		s.removeInstanceLocked(vs, r.id)
-		if !slices.Contains(changed, r.vip) {
-			changed = append(changed, r.vip)
+	return nil
+}
+
+// apply removes the expired instances from memory. A heartbeat that arrived
+// during the commit loses: the instance is gone from disk, so it goes from
+// memory too, and its next heartbeat gets ErrNotFound and registers again.
+func (o *sweepOp) apply(s *Store) {
+	for _, r := range o.expire {
+		inst := s.vips[r.vip].instances[r.id]
+		s.log.Info("lease expired", "vip", r.vip, "instance_id", r.id, "renewed_at", inst.RenewedAt,
+			"renewed_since_start", !s.restored[r])
+		if !s.restored[r] {
+			s.recent = append(s.recent, o.now)
 		}
-		s.recent = append(s.recent, now)
+		s.removeInstanceLocked(r)
+		if !slices.Contains(o.changed, r.vip) {
+			o.changed = append(o.changed, r.vip)
+		}
 	}
-	s.updateGauges()
-	s.mu.Unlock()
-	s.metrics.expirations.Add(float64(len(overdue)))
-	return changed
+	s.metrics.expirations.Add(float64(len(o.expire)))
+	s.metrics.overdue.Set(0)
 }
 
 // setPreserving records whether the store is in self-preservation, logging
-// the transitions; the caller holds writeMu.
-func (s *Store) setPreserving(on bool, overdue, recent, limit int) {
+// the transitions; only the committer calls it.
+func (s *Store) setPreserving(on bool, c registry.LeaseCounts) {
 	s.mu.Lock()
 	was := s.preserving
 	s.preserving = on
@@ -129,11 +156,11 @@ func (s *Store) setPreserving(on bool, overdue, recent, limit int) {
 	switch {
 	case on && !was:
 		s.metrics.selfPreservation.Set(1)
-		s.log.Warn("self-preservation on: too many leases expired at once, expiring none until heartbeats resume",
-			"overdue", overdue, "recently_expired", recent, "limit", limit)
+		s.log.Warn("self-preservation on: too many leases of renewing instances missed at once, expiring none until heartbeats resume",
+			"overdue", c.Overdue, "recently_expired", c.Expired, "renewing", c.Renewing, "limit", s.preservation.Limit(c))
 	case !on && was:
 		s.metrics.selfPreservation.Set(0)
-		s.log.Info("self-preservation off: lease expiry resumed", "overdue", overdue)
+		s.log.Info("self-preservation off: lease expiry resumed", "overdue", c.Overdue)
 	}
 }
 

@@ -21,6 +21,10 @@ type metrics struct {
 	instances        *prometheus.GaugeVec
 	expirations      prometheus.Counter
 	selfPreservation prometheus.Gauge
+	overdue          prometheus.Gauge
+	writesPerCommit  prometheus.Histogram
+	commitSeconds    prometheus.Histogram
+	storageFailures  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,6 +46,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "xspace_registry_self_preservation",
 			Help: "1 while lease expiry is suspended because too many leases expired at once.",
 		}),
+		overdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xspace_registry_overdue_instances",
+			Help: "Instances whose lease has run out and that are still registered (held by self-preservation, or awaiting expiry), at the last sweep.",
+		}),
+		writesPerCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "xspace_registry_commit_writes",
+			Help:    "Writes carried by one commit (one fsync) of the embedded registry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "xspace_registry_commit_seconds",
+			Help:    "Time to commit one group of writes to disk, fsync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		storageFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_registry_storage_failures_total",
+			Help: "Panics or memory faults of the storage layer, turned into errors; after one the store refuses writes until restarted.",
+		}),
 	}
 	for _, st := range statuses {
 		m.instances.WithLabelValues(string(st))
@@ -53,7 +75,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.vips, m.instances, m.expirations, m.selfPreservation}
+	return []prometheus.Collector{
+		m.vips, m.instances, m.expirations, m.selfPreservation, m.overdue,
+		m.writesPerCommit, m.commitSeconds, m.storageFailures,
+	}
 }
 
 // unregister removes the collectors, so that a store reopened in the same

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -38,23 +39,56 @@ const (
 	lockTimeout = time.Second
 )
 
-// openDB opens or creates <dir>/registry.db and its buckets. bbolt keeps its
-// default of fsyncing every commit, which is what makes an acknowledged write
-// survive kill -9.
-func openDB(dir string) (*bolt.DB, error) {
+// openDB checks, opens or creates <dir>/registry.db and its buckets (see
+// integrity.go for the checks). bbolt keeps its default of fsyncing every
+// commit, which is what makes an acknowledged write survive kill -9.
+func openDB(dir string, evidence []string) (*bolt.DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded: create data directory: %w", err)
 	}
 	path := filepath.Join(dir, dbFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	if err := checkFile(path, evidence); err != nil {
+		return nil, err
+	}
+	var db *bolt.DB
+	err := guard(func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+		return err
+	})
+	var pathErr *fs.PathError
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("embedded: data directory %s is in use by another meshd? (no lock on %s after %s): %w",
 			dir, path, lockTimeout, err)
-	}
-	if err != nil {
+	case errors.As(err, &pathErr):
 		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+	case err != nil:
+		return nil, damaged(path, fmt.Errorf("cannot be opened: %w", err))
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	if err := guard(func() error { return verify(db) }); err != nil {
+		closeUnlessPanicked(db, err)
+		return nil, damaged(path, fmt.Errorf("fails a consistency check: %w", err))
+	}
+	if err := initBuckets(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("embedded: initialise %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// closeUnlessPanicked closes db unless err is a storage panic, after which
+// bbolt may still hold locks that Close would wait for.
+func closeUnlessPanicked(db *bolt.DB, err error) {
+	var p *storagePanic
+	if !errors.As(err, &p) {
+		_ = db.Close()
+	}
+}
+
+// initBuckets creates the buckets and the schema version of a new file,
+// and refuses a file of another schema version.
+func initBuckets(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketVIPs, bucketInstances} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -72,11 +106,6 @@ func openDB(dir string) (*bolt.DB, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("embedded: initialise %s: %w", path, err)
-	}
-	return db, nil
 }
 
 // loadState reads every VIP and instance into memory, giving each instance
@@ -90,6 +119,9 @@ func loadState(db *bolt.DB, now time.Time) (map[string]*vipState, []registry.Ins
 			if err := json.Unmarshal(v, &vip); err != nil {
 				return fmt.Errorf("vip %q: %w", k, err)
 			}
+			// Stored policies are normalized; normalizing again keeps
+			// them and leaves Explicit naming only their meaningful zeros.
+			vip.Policy = vip.Policy.Normalize()
 			vips[vip.Name] = &vipState{vip: vip, instances: make(map[string]registry.Instance)}
 			return nil
 		})
@@ -112,7 +144,7 @@ func loadState(db *bolt.DB, now time.Time) (map[string]*vipState, []registry.Ins
 		})
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("embedded: load %s: %w", db.Path(), err)
+		return nil, nil, err
 	}
 	return vips, orphans, nil
 }
@@ -127,18 +159,13 @@ func putVIP(tx *bolt.Tx, v registry.VIP) error {
 	return tx.Bucket(bucketVIPs).Put([]byte(v.Name), b)
 }
 
-func deleteVIP(tx *bolt.Tx, name string) error {
-	return tx.Bucket(bucketVIPs).Delete([]byte(name))
-}
-
 func putInstance(tx *bolt.Tx, inst registry.Instance) error {
-	b, err := json.Marshal(inst)
+	b, err := marshalInstance(inst)
 	if err != nil {
 		return err
 	}
 	return tx.Bucket(bucketInstances).Put(instanceKey(inst.VIP, inst.ID), b)
 }
 
-func deleteInstance(tx *bolt.Tx, vip, id string) error {
-	return tx.Bucket(bucketInstances).Delete(instanceKey(vip, id))
-}
+// marshalInstance is an instance as stored.
+func marshalInstance(inst registry.Instance) ([]byte, error) { return json.Marshal(inst) }

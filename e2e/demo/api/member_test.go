@@ -103,7 +103,7 @@ func TestRegistersRetryingUntilMeshdAnswers(t *testing.T) {
 
 	want := api.Instance{
 		ID: "api-1", VIP: "api", Address: "10.1.2.3", Port: 8080, SecurePort: 15443, Zone: "zone-a",
-		Weight: 1, Status: registry.StatusUp, TTLSeconds: 2,
+		Weight: 1, Status: registry.StatusUp, TTLSeconds: 2, Lease: registry.LeaseOK,
 	}
 	got := m.instances(t)[0]
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(api.Instance{}, "RegisteredAt", "RenewedAt")); diff != "" {
