@@ -63,6 +63,11 @@ func (p Policy) Normalize() Policy {
 	if p.LoadBalancing == "" {
 		p.LoadBalancing = DefaultLoadBalancing
 	}
+	if p.HashOn == nil && p.LoadBalancing.Hashed() {
+		// Stored before hash_on existed (Validate refuses it now): hash on
+		// the caller, the key that needs nothing of the requests.
+		p.HashOn = &HashOn{SourceIP: true}
+	}
 	if len(p.Retries.On) == 0 {
 		p.Retries.On = append([]string(nil), DefaultRetryOn...)
 	}

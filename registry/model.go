@@ -80,8 +80,11 @@ type Policy struct {
 	SecurePort uint32 `json:"secure_port,omitempty"`
 	// Plaintext says whether the plaintext cluster <vip>.vip is served at all.
 	// nil means true.
-	Plaintext        *bool             `json:"plaintext,omitempty"`
-	LoadBalancing    LoadBalancing     `json:"load_balancing,omitempty"`
+	Plaintext     *bool         `json:"plaintext,omitempty"`
+	LoadBalancing LoadBalancing `json:"load_balancing,omitempty"`
+	// HashOn is what ring_hash and maglev hash; required with them, refused
+	// with any other policy.
+	HashOn           *HashOn           `json:"hash_on,omitempty"`
 	Timeouts         Timeouts          `json:"timeouts"`
 	Retries          Retries           `json:"retries"`
 	CircuitBreakers  CircuitBreakers   `json:"circuit_breakers"`
@@ -190,6 +193,18 @@ func (p Policy) Clone() Policy {
 	if p.OutlierDetection != nil {
 		o := *p.OutlierDetection
 		p.OutlierDetection = &o
+	}
+	if p.HashOn != nil {
+		h := *p.HashOn
+		if h.Cookie != nil {
+			c := *h.Cookie
+			if c.TTL != nil {
+				ttl := *c.TTL
+				c.TTL = &ttl
+			}
+			h.Cookie = &c
+		}
+		p.HashOn = &h
 	}
 	p.Retries.On = slices.Clone(p.Retries.On)
 	p.Explicit = slices.Clone(p.Explicit)

@@ -102,7 +102,7 @@ func (p Policy) Validate() error {
 			return invalid("policy.outlier_detection", "durations must not be negative")
 		}
 	}
-	return nil
+	return p.validHashing()
 }
 
 // zeroCheck is a field where an explicit 0 is refused, and what to write instead.

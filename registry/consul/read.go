@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -125,6 +126,9 @@ func (s *Store) decodePolicy(vip string, kv *capi.KVPair) (*registry.Policy, err
 	err := dec.Decode(&p)
 	if err == nil {
 		err = p.Validate()
+	}
+	if errors.Is(err, registry.ErrNoHashKey) {
+		err = nil // stored before hash_on existed: Normalize gives it one
 	}
 	if err != nil {
 		return nil, fmt.Errorf("consul: policy of %q at %s is not valid (%w); write it again with PUT /v1/vips/%s",

@@ -70,7 +70,9 @@ func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 		files[0]: resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
 		files[1]: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
 		files[2]: resourcesYAML(t, APIListener(c.svc.VIP)),
-		files[3]: resourcesYAML(t, RouteConfiguration(c.svc.VIP)),
+		// The proxyless gRPC route, and the outbound routes every sidecar
+		// gets while this VIP is watched.
+		files[3]: resourcesYAML(t, RouteConfiguration(c.svc.VIP), OutboundRouteConfiguration([]registry.VIP{c.svc.VIP})),
 	}
 }
 

@@ -12,7 +12,8 @@ import (
 // RouteConfiguration returns the route configuration "<vip>.vip"
 // (names.Cluster(v.Name, false)) named by APIListener: one virtual host that
 // sends every request to the VIP's plaintext cluster with the VIP's request
-// timeout and retry policy.
+// timeout, retry policy and, for ring_hash and maglev, what to hash
+// (grpcHashPolicy).
 //
 // The virtual host's domains are the VIP name and the cluster name, each
 // also with any port. gRPC picks the virtual host whose domains match the
@@ -36,6 +37,7 @@ func RouteConfiguration(v registry.VIP) *routev3.RouteConfiguration {
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
 					Timeout:          duration(p.Timeouts.Request),
 					RetryPolicy:      retryPolicy(p.Retries),
+					HashPolicy:       grpcHashPolicy(p),
 				}},
 			}},
 		}},

@@ -152,17 +152,17 @@ func OutboundRouteConfiguration(vips []registry.VIP) *routev3.RouteConfiguration
 }
 
 // HasOwnRoute reports whether a VIP's route-level policy (request timeout,
-// retries) differs from the platform defaults, so that sidecars need a
-// route of its own to apply it.
+// retries, what its load balancing hashes) differs from the platform
+// defaults, so that sidecars need a route of its own to apply it.
 func HasOwnRoute(v registry.VIP) bool {
 	p, d := v.Policy.Normalize(), registry.Policy{}.Normalize()
 	// Retry conditions are a set: their order means nothing to Envoy.
-	return p.Timeouts.Request != d.Timeouts.Request || p.Retries.Attempts != d.Retries.Attempts ||
+	return p.LoadBalancing.Hashed() || p.Timeouts.Request != d.Timeouts.Request || p.Retries.Attempts != d.Retries.Attempts ||
 		p.Retries.PerTry != d.Retries.PerTry || !slices.Equal(slices.Sorted(slices.Values(p.Retries.On)), slices.Sorted(slices.Values(d.Retries.On)))
 }
 
-// outboundRoute routes by the cluster header with p's timeout and retries;
-// a retry prefers a host not tried yet.
+// outboundRoute routes by the cluster header with p's timeout, retries and
+// hash policy; a retry prefers a host not tried yet.
 func outboundRoute(p registry.Policy, vip *routev3.HeaderMatcher) *routev3.Route {
 	rp := retryPolicy(p.Retries)
 	rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
@@ -181,6 +181,7 @@ func outboundRoute(p registry.Policy, vip *routev3.HeaderMatcher) *routev3.Route
 			ClusterNotFoundResponseCode: routev3.RouteAction_SERVICE_UNAVAILABLE,
 			Timeout:                     duration(p.Timeouts.Request),
 			RetryPolicy:                 rp,
+			HashPolicy:                  hashPolicy(p),
 		}},
 	}
 }
