@@ -179,6 +179,7 @@ policy:
   protocol: grpc
   plaintext: false
   load_balancing: ring_hash
+  hash_on: {header: x-user-id}
   timeouts:
     connect: 250ms
     request: 3s
@@ -193,7 +194,7 @@ policy:
 			t.Fatalf("ApplyVIP as %s: %v", ct, err)
 		}
 		p := got.Policy
-		if p.Protocol != registry.GRPC || p.PlaintextAllowed() || p.LoadBalancing != registry.RingHash ||
+		if p.Protocol != registry.GRPC || p.PlaintextAllowed() || p.LoadBalancing != registry.RingHash || p.HashOn == nil || p.HashOn.Header != "x-user-id" ||
 			p.Timeouts.Connect.D() != 250*time.Millisecond || p.Timeouts.Request.D() != 3*time.Second ||
 			p.Retries.Attempts != 3 || !slices.Equal(p.Retries.On, []string{"5xx", "reset"}) ||
 			p.OutlierDetection == nil || p.OutlierDetection.Consecutive5xx != 7 {

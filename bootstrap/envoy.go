@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/names"
+	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
 // Defaults of an Envoy sidecar's bootstrap.
@@ -29,6 +30,15 @@ const (
 	DefaultOutboundPort = 15001
 	DefaultAdminPort    = 15000
 )
+
+// MinEnvoyVersion is the oldest Envoy release meshd serves. Until 1.36,
+// on-demand CDS over ADS registered interest only for the first name an
+// on-demand filter asked for (od_cds_api_impl.cc, requestOnDemandUpdate;
+// envoyproxy/envoy issue #30305): every later unknown VIP waited the full
+// on-demand timeout for its 503. 1.36.0 subscribes each name on its own
+// (PR #41174, on by default: runtime_features.cc, odcds_over_ads_fix).
+// The release the e2e suite runs is pinned in e2e/.env.
+const MinEnvoyVersion = "1.36.0"
 
 // EnvoyOptions describe one Envoy sidecar: one instance of one service.
 type EnvoyOptions struct {
@@ -56,17 +66,25 @@ type EnvoyOptions struct {
 	Token string
 }
 
-// Envoy returns the YAML bootstrap of an Envoy sidecar (Envoy >= 1.27, the
-// oldest release meshd serves):
+// Envoy returns the YAML bootstrap of an Envoy sidecar (Envoy >=
+// MinEnvoyVersion):
 //   - node id and cluster (the service), with the sidecar's ports in the
 //     node metadata, from which meshd builds its listeners;
 //   - delta ADS to meshd for listeners, clusters (on demand), endpoints,
 //     routes and secrets, with the token in the gRPC initial metadata,
 //     reconnect backoff from 0.5s to 30s, and HTTP/2 keepalive pings that
 //     notice a dead control-plane connection within about 40s;
+//   - listeners over ADS and no cds_config: on-demand CDS is the only
+//     cluster subscription on the stream, as in Envoy's own tests of it
+//     without cds_config (test/extensions/filters/http/on_demand/
+//     odcds_integration_test.cc, NoCdsConfigOnDemand..., v1.36.0 to
+//     v1.39.0), so no wildcard CDS watcher competes for meshd's
+//     "not found" answers;
+//   - the application's own cluster (127.0.0.1:AppPort, which the inbound
+//     listener forwards to) as a static cluster;
 //   - the admin interface on 127.0.0.1 only.
 //
-// The bootstrap is generic: nothing in it names a VIP.
+// Nothing in it names a VIP.
 func Envoy(o EnvoyOptions) ([]byte, error) {
 	if o.OutboundPort == 0 {
 		o.OutboundPort = DefaultOutboundPort
@@ -118,16 +136,16 @@ func Envoy(o EnvoyOptions) ([]byte, error) {
 				SetNodeOnFirstMessageOnly: true,
 				GrpcServices:              []*corev3.GrpcService{grpc},
 			},
-			// Both are wildcard subscriptions over ADS, answered with this
-			// sidecar's own listeners and application cluster. Envoy's own
-			// on-demand CDS integration tests run with cds_config over ADS
-			// too; this keeps to that tested setup.
+			// A wildcard subscription over ADS, answered with this
+			// sidecar's own listeners. No cds_config: see above.
 			LdsConfig: ads,
-			CdsConfig: ads,
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Clusters: []*clusterv3.Cluster{xdsCluster(host, port)},
 		},
+	}
+	if o.InboundPort != 0 {
+		b.StaticResources.Clusters = append(b.StaticResources.Clusters, translate.LocalAppCluster(o.AppPort))
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)

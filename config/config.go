@@ -21,6 +21,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
+	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
 // Config is everything meshd reads at start.
@@ -63,6 +64,12 @@ type XDS struct {
 	// (it is not told if that name appears later). The stream itself is
 	// never refused for it.
 	MaxUnknownNames int `json:"max_unknown_names"`
+	// ODCDSTimeout is how long a sidecar holds a request for a cluster it
+	// lacks while it asks meshd (the on-demand filter's timeout in the
+	// listeners meshd serves). meshd answers at once; it matters when meshd
+	// is unreachable, and for a name the sidecar was told does not exist,
+	// which Envoy does not ask for again.
+	ODCDSTimeout registry.Duration `json:"odcds_timeout"`
 	// TokenKeyring is the file of keys that sign and verify streams' bearer
 	// tokens; empty means <data_dir>/tokens.yaml, created on first start.
 	// Replicas must share one file.
@@ -188,6 +195,7 @@ func Defaults() Config {
 			MaxStreamsPerPeer:       server.DefaultMaxStreamsPerPeer,
 			MaxStreamsPerConnection: server.DefaultMaxStreamsPerConnection,
 			MaxUnknownNames:         server.DefaultMaxUnknownNames,
+			ODCDSTimeout:            registry.Duration(translate.DefaultODCDSTimeout),
 			AllowUnauthenticated:    true,
 		},
 		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}},
@@ -298,6 +306,10 @@ func (x XDS) validate() error {
 	}
 	if x.MaxUnknownNames < 1 {
 		return fmt.Errorf("xds.max_unknown_names: %d must be at least 1 (names that do not exist one stream may hold of a type)", x.MaxUnknownNames)
+	}
+	if lo := registry.Duration(translate.FetchTimeout + time.Second); x.ODCDSTimeout < lo || x.ODCDSTimeout > registry.Duration(time.Minute) {
+		return fmt.Errorf("xds.odcds_timeout: %s is out of range; use %s to 1m (above the %s sidecars wait for secrets)",
+			x.ODCDSTimeout.D(), lo.D(), translate.FetchTimeout)
 	}
 	return nil
 }

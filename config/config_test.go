@@ -79,6 +79,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"streams per peer", func(c *Config) { c.XDS.MaxStreamsPerPeer = 0 }, "xds.max_streams_per_peer"},
 		{"streams per connection", func(c *Config) { c.XDS.MaxStreamsPerConnection = 0 }, "xds.max_streams_per_connection"},
 		{"unknown names", func(c *Config) { c.XDS.MaxUnknownNames = 0 }, "xds.max_unknown_names"},
+		{"odcds timeout", func(c *Config) { c.XDS.ODCDSTimeout = registry.Duration(2 * time.Second) }, "xds.odcds_timeout"},
 		{"allowed host", func(c *Config) { c.HTTP.AllowedHosts = []string{"http://meshd"} }, "http.allowed_hosts[0]"},
 		{"not found grace", func(c *Config) { c.Discovery.NotFoundGrace = c.Discovery.Grace + 1 }, "discovery.not_found_grace"},
 		{"max not found", func(c *Config) { c.Discovery.MaxNotFound = 0 }, "discovery.max_not_found"},

@@ -3,8 +3,8 @@
 //
 // The tests are behind the e2e build tag (`make e2e`). They run in one of
 // two modes:
-//   - with ENVOY_BIN set to an Envoy binary (>= 1.27, the oldest release
-//     meshd serves; the compose file pins 1.34.0): meshd, the demo
+//   - with ENVOY_BIN set to an Envoy binary (>= bootstrap.MinEnvoyVersion,
+//     1.36.0; the compose suite pins the release in .env): meshd, the demo
 //     services and one Envoy per instance run as processes on loopback,
 //     with meshd's embedded registry and CA;
 //   - otherwise, with a working docker: docker-compose.yaml, with meshd on

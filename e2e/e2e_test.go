@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -45,7 +46,7 @@ func start(t *testing.T) *cluster {
 	if err == nil {
 		return startCompose(t)
 	}
-	t.Skipf("e2e skipped: ENVOY_BIN is not set and docker is not usable (%v); run `make e2e` where Docker runs, or set ENVOY_BIN to an Envoy >= 1.27 binary", err)
+	t.Skipf("e2e skipped: ENVOY_BIN is not set and docker is not usable (%v); run `make e2e` where Docker runs, or set ENVOY_BIN to an Envoy >= "+bootstrap.MinEnvoyVersion+" binary", err)
 	return nil
 }
 
@@ -185,6 +186,8 @@ func TestE2E(t *testing.T) {
 	t.Run("calls spread over both instances", c.testSpread)
 	t.Run("svip is mutually authenticated", c.testMutualTLS)
 	t.Run("unknown VIP answers 503 fast", c.testUnknownVIP)
+	t.Run("an unknown VIP asked again waits for the on-demand timeout", c.testUnknownAgain)
+	t.Run("an unknown VIP that appears is served without asking", c.testAppears)
 	t.Run("a failing instance is retried around", c.testRetry)
 	t.Run("a removed instance stops receiving traffic", c.testRemoved)
 	t.Run("restarting meshd does not interrupt traffic", c.testRestart)
@@ -222,6 +225,33 @@ func (c *cluster) testMutualTLS(t *testing.T) {
 // found", not by Envoy's on-demand timeout (5s).
 func (c *cluster) testUnknownVIP(t *testing.T) {
 	c.expectUnknown(t, "nosuch")
+}
+
+// testUnknownAgain: Envoy does not ask again for a name it was told does
+// not exist (od_cds_api_impl.cc, v1.36.0 to v1.39.0: "already subscribed
+// to, skipping"), so a second request for it waits the on-demand timeout
+// (xds.odcds_timeout, 5s) for its 503.
+func (c *cluster) testUnknownAgain(t *testing.T) {
+	r := c.call(t, "nosuch", "/hello")
+	if r.Status != http.StatusServiceUnavailable || r.LatencyMS < 4000 {
+		t.Fatalf("nosuch asked again: status %d after %.0f ms; want 503 after the 5s on-demand timeout", r.Status, r.LatencyMS)
+	}
+	t.Logf("nosuch asked again: 503 after %.0f ms (Envoy waits for meshd to push it)", r.LatencyMS)
+}
+
+// testAppears: once a name the sidecar was told does not exist is
+// registered, meshd pushes its cluster to the sidecar, which still holds
+// the subscription: the next request is served without a lookup.
+func (c *cluster) testAppears(t *testing.T) {
+	_, _, err := api.NewClient(c.meshd, nil).PutVIP(context.Background(), registry.VIP{Name: "nosuch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The VIP has no instance: the sidecar now knows the cluster, and
+	// answers no_healthy_upstream at once instead of cluster_not_found.
+	c.settle(t, "nosuch pushed", "nosuch", 1, 20*time.Second, func(r result) bool {
+		return r.Status == http.StatusServiceUnavailable && strings.Contains(r.Body, "no_healthy_upstream") && r.LatencyMS < 1000
+	})
 }
 
 func (c *cluster) expectUnknown(t *testing.T, vip string) {

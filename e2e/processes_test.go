@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/internal/testproc"
 )
 
@@ -26,6 +27,19 @@ func startProcesses(t *testing.T, envoy string) *cluster {
 	if _, err := os.Stat(envoy); err != nil {
 		t.Fatalf("ENVOY_BIN: %v", err)
 	}
+	out, err := exec.Command(envoy, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ENVOY_BIN %s --version: %v\n%s", envoy, err, out)
+	}
+	version, err := envoyVersion(string(out))
+	switch {
+	case err != nil:
+		t.Fatalf("ENVOY_BIN %s: %v", envoy, err)
+	case olderThan(version, bootstrap.MinEnvoyVersion):
+		t.Fatalf("ENVOY_BIN is Envoy %s; meshd needs Envoy >= %s (on-demand CDS over ADS of every name; see bootstrap.MinEnvoyVersion)", version, bootstrap.MinEnvoyVersion)
+	}
+	pinned, _ := pinnedEnvoy(t)
+	t.Logf("e2e: Envoy %s from ENVOY_BIN (the compose suite pins %s)", version, pinned)
 	dir := t.TempDir()
 	bin := buildBinaries(t, dir)
 	port := freePorts(t, 14)

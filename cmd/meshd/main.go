@@ -174,7 +174,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Logger: logger, Registerer: reg,
 		Authenticator: id.keyring, AllowUnauthenticated: cfg.XDS.AllowUnauthenticated,
 		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
-		Nodes:         sidecar.New(xdsCache),
+		Nodes:         sidecar.New(xdsCache, cfg.XDS.ODCDSTimeout.D()),
 		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
 		MaxWaitingStreams: cfg.XDS.MaxWaitingStreams, MaxStreamsPerPeer: cfg.XDS.MaxStreamsPerPeer,
 		MaxUnknownNames: cfg.XDS.MaxUnknownNames,

@@ -86,7 +86,7 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 	// Admission is wide open: tests and benchmarks open many streams from
 	// one address; the tests of admission set what they test.
 	opts := Options{
-		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20, Nodes: sidecar.New(c),
+		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20, Nodes: sidecar.New(c, 0),
 		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
 	}
 	if edit != nil {

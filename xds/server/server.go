@@ -41,14 +41,15 @@ var Types = []string{
 
 // NewCache returns a cache set up as the server expects: serving Types,
 // with identity secrets scoped to the stream's authenticated service, and
-// an Envoy sidecar's wildcard listener and cluster subscriptions meaning
-// its own listeners and application cluster (see package sidecar; pass
-// sidecar.New(cache) as Options.Nodes so they are published).
+// an Envoy sidecar's wildcard listener subscription meaning its own
+// listeners (see package sidecar; pass sidecar.New(cache, ...) as
+// Options.Nodes so they are published). A wildcard cluster subscription
+// (a bootstrap of an older meshctl, with cds_config) is answered once,
+// empty.
 func NewCache() *cache.Cache {
 	c := cache.New(Types...)
 	c.Scope(resource.SecretType, AuthenticatedService)
 	c.Wildcard(resource.ListenerType, sidecar.Listeners)
-	c.Wildcard(resource.ClusterType, sidecar.Clusters)
 	return c
 }
 

@@ -50,10 +50,11 @@ func (c *deltaClient) recvTypes(typeURLs ...string) map[string]*discoveryv3.Delt
 }
 
 // TestEnvoySidecar follows what an Envoy sidecar with meshctl's bootstrap
-// does on its ADS stream: wildcard listeners and clusters (its own, from
-// its node metadata), the outbound route configuration those listeners
-// name, then VIPs on demand. A VIP with its own retry policy gets its own
-// route in every sidecar's outbound routes.
+// does on its ADS stream: wildcard listeners (its own, from its node
+// metadata), the outbound route configuration those listeners name, then
+// VIPs on demand (its bootstrap has no cds_config: its application's
+// cluster is static). A VIP with its own retry policy gets its own route
+// in every sidecar's outbound routes.
 func TestEnvoySidecar(t *testing.T) {
 	kr := testKeyring(t, time.Now())
 	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
@@ -66,7 +67,7 @@ func TestEnvoySidecar(t *testing.T) {
 		names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: "8443", names.NodeAppPortKey: 8080,
 	})
 
-	// Envoy's first listener and cluster requests name nothing: wildcard.
+	// Envoy's first listener request names nothing: wildcard.
 	c.subscribe(lds)
 	r := c.recv()
 	if got := resourceNames(r); !slices.Equal(got, []string{"xspace-inbound-8443-to-8080", "xspace-outbound-15001"}) {
@@ -82,10 +83,6 @@ func TestEnvoySidecar(t *testing.T) {
 	}
 	if out.GetAddress().GetSocketAddress().GetPortValue() != 15001 || hcm.GetRds().GetRouteConfigName() != names.OutboundRoute {
 		t.Fatalf("outbound listener on %v routes by %q", out.GetAddress(), hcm.GetRds().GetRouteConfigName())
-	}
-	c.subscribe(cds)
-	if got := resourceNames(c.recv()); !slices.Equal(got, []string{"xspace-app-8080"}) {
-		t.Fatalf("wildcard clusters = %v; want the application's cluster only", got)
 	}
 	c.subscribe(rds, names.OutboundRoute)
 	if routes := outboundRoutes(t, c.recv()); len(routes) != 1 || routes[0].GetMatch().GetHeaders() != nil {
@@ -169,9 +166,9 @@ func TestSidecarNodeMetadataIsChecked(t *testing.T) {
 }
 
 // TestSidecarReconnectKeepsListeners: a sidecar reconnecting with the
-// versions of the listeners and cluster it holds is sent none of them
-// again (one empty first answer each, which a wildcard waits for), and the
-// route configuration it holds is not re-sent either (no answer at all).
+// versions of the listeners it holds is sent none of them again (one empty
+// first answer, which a wildcard waits for), and the route configuration
+// it holds is not re-sent either (no answer at all).
 func TestSidecarReconnectKeepsListeners(t *testing.T) {
 	kr := testKeyring(t, time.Now())
 	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
@@ -184,12 +181,10 @@ func TestSidecarReconnectKeepsListeners(t *testing.T) {
 	sidecarNode(c, meta)
 	c.subscribe(lds)
 	listeners := versions(c.recv())
-	c.subscribe(cds)
-	clusters := versions(c.recv())
 	c.subscribe(rds, names.OutboundRoute)
 	routes := versions(c.recv())
-	if len(listeners) != 2 || len(clusters) != 1 || len(routes) != 1 {
-		t.Fatalf("first connection got listeners %v clusters %v routes %v", listeners, clusters, routes)
+	if len(listeners) != 2 || len(routes) != 1 {
+		t.Fatalf("first connection got listeners %v routes %v", listeners, routes)
 	}
 	c.cancel()
 
@@ -199,7 +194,7 @@ func TestSidecarReconnectKeepsListeners(t *testing.T) {
 		typeURL   string
 		subscribe []string
 		initial   map[string]string
-	}{{lds, nil, listeners}, {cds, nil, clusters}} {
+	}{{lds, nil, listeners}} {
 		c2.send(deltaReq{typeURL: held.typeURL, subscribe: held.subscribe, initial: held.initial})
 		r := c2.recv()
 		if len(r.GetResources()) != 0 || len(r.GetRemovedResources()) != 0 {

@@ -1,10 +1,11 @@
 // Package sidecar serves what an Envoy sidecar needs besides the VIPs it
-// asks for on demand: its outbound listener, its inbound listener and the
-// cluster of its own application, all derived from the ports its bootstrap
-// wrote into its node metadata (meshctl bootstrap). Envoy subscribes to
-// listeners and clusters by wildcard; Listeners and Clusters tell the cache
-// what the wildcard means for a node, and Sidecars.Prepare makes those
-// resources ready before the node's first request is answered.
+// asks for on demand: its outbound and inbound listeners, derived from the
+// ports its bootstrap wrote into its node metadata (meshctl bootstrap).
+// Envoy subscribes to listeners by wildcard; Listeners tells the cache what
+// the wildcard means for a node, and Sidecars.Prepare makes those resources
+// ready before the node's first request is answered. The cluster of the
+// sidecar's own application is in its bootstrap, so that on-demand CDS is
+// the only cluster subscription on its stream.
 package sidecar
 
 import (
@@ -12,6 +13,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -99,48 +101,32 @@ func portValue(v *structpb.Value) (uint32, error) {
 // Sidecar reports whether the node is an Envoy sidecar.
 func (p Ports) Sidecar() bool { return p.Outbound != 0 }
 
-// items are the sidecar's own resources: its listeners and its
-// application's cluster.
-func (p Ports) items() []cache.Item {
+// items are the sidecar's own resources: its listeners.
+func (p Ports) items(odcdsTimeout time.Duration) []cache.Item {
 	if !p.Sidecar() {
 		return nil
 	}
-	out := translate.OutboundListener(p.Outbound)
+	out := translate.OutboundListener(p.Outbound, odcdsTimeout)
 	items := []cache.Item{{TypeURL: resource.ListenerType, Name: out.GetName(), Msg: out}}
 	if p.Inbound != 0 {
-		app, in := translate.LocalAppCluster(p.App), translate.InboundListener(p.Inbound, p.App)
-		items = append(items,
-			cache.Item{TypeURL: resource.ClusterType, Name: app.GetName(), Msg: app},
-			cache.Item{TypeURL: resource.ListenerType, Name: in.GetName(), Msg: in})
+		in := translate.InboundListener(p.Inbound, p.App)
+		items = append(items, cache.Item{TypeURL: resource.ListenerType, Name: in.GetName(), Msg: in})
 	}
 	return items
 }
 
 // Listeners names the listeners a node's wildcard listener subscription
-// means; for cache.Wildcard.
-func Listeners(node *corev3.Node) []string { return wildcard(node, resource.ListenerType) }
-
-// Clusters names the clusters a node's wildcard cluster subscription
-// means (its application's, besides the VIPs it asks for); for
-// cache.Wildcard.
-func Clusters(node *corev3.Node) []string { return wildcard(node, resource.ClusterType) }
-
-// wildcard names a node's own resources of a type without building them:
-// the cache asks on every response to the node.
-func wildcard(node *corev3.Node, typeURL string) []string {
+// means, without building them (the cache asks on every response to the
+// node); for cache.Wildcard.
+func Listeners(node *corev3.Node) []string {
 	p, err := FromNode(node)
-	if err != nil || !p.Sidecar() {
-		return nil // a stream with bad metadata is refused (Prepare)
-	}
 	switch {
-	case typeURL == resource.ListenerType && p.Inbound != 0:
+	case err != nil || !p.Sidecar():
+		return nil // a stream with bad metadata is refused (Prepare)
+	case p.Inbound != 0:
 		return []string{names.OutboundListener(p.Outbound), names.InboundListener(p.Inbound, p.App)}
-	case typeURL == resource.ListenerType:
-		return []string{names.OutboundListener(p.Outbound)}
-	case typeURL == resource.ClusterType && p.Inbound != 0:
-		return []string{names.LocalAppCluster(p.App)}
 	}
-	return nil
+	return []string{names.OutboundListener(p.Outbound)}
 }
 
 // Publisher is where sidecar resources go: the xDS cache.
@@ -156,14 +142,20 @@ const MaxLayouts = 1024
 // Sidecars makes each sidecar's resources ready in the cache. They depend
 // only on the ports, so each set is built once and kept.
 type Sidecars struct {
-	pub  Publisher
-	mu   sync.Mutex
-	done map[Ports]bool
+	pub          Publisher
+	odcdsTimeout time.Duration
+	mu           sync.Mutex
+	done         map[Ports]bool
 }
 
-// New returns Sidecars publishing into pub.
-func New(pub Publisher) *Sidecars {
-	return &Sidecars{pub: pub, done: make(map[Ports]bool)}
+// New returns Sidecars publishing into pub, whose outbound listeners hold
+// a request for a cluster the sidecar lacks at most odcdsTimeout (0 takes
+// translate.DefaultODCDSTimeout).
+func New(pub Publisher, odcdsTimeout time.Duration) *Sidecars {
+	if odcdsTimeout <= 0 {
+		odcdsTimeout = translate.DefaultODCDSTimeout
+	}
+	return &Sidecars{pub: pub, odcdsTimeout: odcdsTimeout, done: make(map[Ports]bool)}
 }
 
 // Prepare checks a node's sidecar metadata and publishes its resources if
@@ -184,7 +176,7 @@ func (s *Sidecars) Prepare(node *corev3.Node) error {
 	}
 	// One Update per item: their versions come from their own content
 	// only, so layouts that share a listener or cluster share its version.
-	for _, it := range p.items() {
+	for _, it := range p.items(s.odcdsTimeout) {
 		if v, ok := it.Msg.(interface{ Validate() error }); ok {
 			if err := v.Validate(); err != nil {
 				return fmt.Errorf("sidecar %s: %w", it.Name, err)

@@ -4,8 +4,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	ondemandv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/on_demand/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -49,37 +53,36 @@ func TestFromNode(t *testing.T) {
 	}
 }
 
-// TestPrepare: a sidecar's resources are published once per port layout,
-// and the wildcard names match what was published.
+// TestPrepare: a sidecar's listeners are published once per port layout,
+// the wildcard names match what was published, and its application's
+// cluster is not among them (it is in the sidecar's bootstrap).
 func TestPrepare(t *testing.T) {
 	c := cache.New(resource.ListenerType, resource.ClusterType)
 	counting := &countingPublisher{c: c}
-	s := New(counting)
+	s := New(counting, 7*time.Second)
 	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080, names.NodeServiceKey: "api"})
 	for range 3 {
 		if err := s.Prepare(n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if counting.updates != 3 {
-		t.Fatalf("%d updates for one layout prepared three times; want 3 (two listeners, one cluster), once", counting.updates)
+	if counting.updates != 2 {
+		t.Fatalf("%d updates for one layout prepared three times; want 2 (two listeners), once", counting.updates)
 	}
-	for typeURL, want := range map[string][]string{
-		resource.ListenerType: {"xspace-outbound-15001", "xspace-inbound-8443-to-8080"},
-		resource.ClusterType:  {"xspace-app-8080"},
-	} {
-		got := Listeners(n)
-		if typeURL == resource.ClusterType {
-			got = Clusters(n)
+	got, want := Listeners(n), []string{"xspace-outbound-15001", "xspace-inbound-8443-to-8080"}
+	if !slices.Equal(got, want) {
+		t.Errorf("wildcard listeners = %v; want %v", got, want)
+	}
+	for _, name := range got {
+		if _, ok := c.Version(cache.Item{TypeURL: resource.ListenerType, Name: name}); !ok {
+			t.Errorf("listener %s is not published", name)
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("wildcard %s = %v; want %v", typeURL, got, want)
-		}
-		for _, name := range got {
-			if _, ok := c.Version(cache.Item{TypeURL: typeURL, Name: name}); !ok {
-				t.Errorf("%s %s is not published", typeURL, name)
-			}
-		}
+	}
+	if _, ok := c.Version(cache.Item{TypeURL: resource.ClusterType, Name: names.LocalAppCluster(8080)}); ok {
+		t.Error("the application's cluster was published; it belongs in the bootstrap")
+	}
+	if got := counting.odcdsTimeout(t); got != 7*time.Second {
+		t.Errorf("outbound listener's on-demand timeout = %s, want the 7s given", got)
 	}
 	if got := Listeners(node(t, nil)); got != nil {
 		t.Errorf("a node that is no sidecar has wildcard listeners %v", got)
@@ -100,11 +103,37 @@ func TestPrepare(t *testing.T) {
 }
 
 type countingPublisher struct {
-	c       *cache.Cache
-	updates int
+	c         *cache.Cache
+	updates   int
+	published []cache.Item
+}
+
+// odcdsTimeout reads the on-demand timeout of the outbound listener on
+// port 15001 it published.
+func (p *countingPublisher) odcdsTimeout(t *testing.T) time.Duration {
+	t.Helper()
+	for _, it := range p.published {
+		l, ok := it.Msg.(*listenerv3.Listener)
+		if !ok || it.Name != names.OutboundListener(15001) {
+			continue
+		}
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range hcm.GetHttpFilters() {
+			var od ondemandv3.OnDemand
+			if f.GetTypedConfig().UnmarshalTo(&od) == nil {
+				return od.GetOdcds().GetTimeout().AsDuration()
+			}
+		}
+	}
+	t.Fatal("no outbound listener with an on-demand filter was published")
+	return 0
 }
 
 func (p *countingPublisher) Update(items ...cache.Item) error {
 	p.updates++
+	p.published = append(p.published, items...)
 	return p.c.Update(items...)
 }

@@ -109,7 +109,7 @@ func sidecarFiles(t *testing.T, cases []goldenCase) map[string][]byte {
 		vips = append(vips, c.svc.VIP)
 	}
 	return map[string][]byte{
-		"sidecar.listeners.yaml": resourcesYAML(t, OutboundListener(15001), InboundListener(8443, 8080)),
+		"sidecar.listeners.yaml": resourcesYAML(t, OutboundListener(15001, DefaultODCDSTimeout), InboundListener(8443, 8080)),
 		"sidecar.clusters.yaml":  resourcesYAML(t, LocalAppCluster(8080)),
 		"sidecar.routes.yaml":    resourcesYAML(t, OutboundRouteConfiguration(vips)),
 	}

@@ -62,9 +62,12 @@ func peerValidation(uri *matcherv3.StringMatcher) *tlsv3.CommonTlsContext_Combin
 	}
 }
 
-// sdsSecret refers to a secret served over the ADS stream.
+// sdsSecret refers to a secret served over the ADS stream, waited for at
+// most FetchTimeout: a cluster or listener that needs it stays warming
+// until then (Envoy's sds_api.cc, init target), and a warming cluster holds
+// back the sidecar's other cluster requests.
 func sdsSecret(name string) *tlsv3.SdsSecretConfig {
-	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: fetchSource()}
 }
 
 // IdentitySecret returns the SDS secret xspace/identity holding a service's

@@ -34,26 +34,40 @@ import (
 //go:embed authority.lua
 var authorityLua string
 
-// ODCDSTimeout bounds how long a sidecar holds a request while it asks for
-// an unknown cluster. meshd answers "not found" at once, so this only
-// matters when meshd is unreachable; it is Envoy's default.
-const ODCDSTimeout = 5 * time.Second
+// DefaultODCDSTimeout is how long a sidecar holds a request while it asks
+// for a cluster it lacks (the on-demand filter's odcds.timeout), unless
+// meshd is configured otherwise (xds.odcds_timeout). meshd answers "not
+// found" at once, so it matters when meshd is unreachable, and for a name
+// the sidecar was told is absent: Envoy does not ask for such a name again
+// (source/common/upstream/od_cds_api_impl.cc, v1.36.0 to v1.39.0: "already
+// subscribed to, skipping"), so a request for it waits this long unless
+// meshd pushes the cluster meanwhile. It is Envoy's default
+// (on_demand.proto, OnDemandCds.timeout).
+const DefaultODCDSTimeout = 5 * time.Second
+
+// FetchTimeout is the initial_fetch_timeout of the routes and secrets a
+// sidecar's listeners and clusters wait for. While any cluster is warming,
+// Envoy holds back every other cluster request on the ADS stream
+// (source/common/upstream/cluster_manager_impl.cc, updateClusterCounts,
+// v1.36.0 to v1.39.0), and a .svip cluster warms until its secrets arrive:
+// with Envoy's default of 15 s, one missing secret would make every other
+// first lookup of the sidecar time out. meshd's xds.odcds_timeout is kept
+// above it.
+const FetchTimeout = 2 * time.Second
 
 // OutboundListener returns a sidecar's outbound listener on
 // 127.0.0.1:port, which the application reaches as its HTTP proxy or by
-// Host header. Its HTTP connection manager runs, in order:
+// Host header; a request for a cluster the sidecar lacks waits at most
+// odcdsTimeout for it. Its HTTP connection manager runs, in order:
 //
 //  1. Envoy's Lua filter with authority.lua, which maps the authority to a
-//     cluster name in a request header. Changing request headers from Lua
-//     clears the route cache, so routing sees the header: the Lua filter's
-//     clear_route_cache option documents this as the default "for backward
-//     compatibility"
-//     (https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/http/lua/v3/lua.proto).
-//     The option itself and handle:clearRouteCache() only exist from Envoy
-//     1.34, so neither is used.
+//     cluster name in a request header, with clear_route_cache set so that
+//     routing sees the header (the field exists from Envoy 1.34 and
+//     defaults to true; it is written out rather than relied on:
+//     https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/http/lua/v3/lua.proto).
 //  2. Envoy's on-demand filter with ODCDS over the ADS stream: when the
 //     route's cluster_header names a cluster the sidecar lacks, the request
-//     waits while Envoy asks for it over delta xDS
+//     waits while Envoy asks for it over delta xDS, one name per request
 //     (https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/on_demand_updates_filter).
 //  3. The router, with routes from RDS (OutboundRouteConfiguration).
 //
@@ -61,21 +75,25 @@ const ODCDSTimeout = 5 * time.Second
 // (cluster_not_found_response_code), and local_reply_config gives that,
 // and the sidecar's other 503s, a body a person can read
 // (https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/local_reply).
-func OutboundListener(port uint32) *listenerv3.Listener {
+func OutboundListener(port uint32, odcdsTimeout time.Duration) *listenerv3.Listener {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "xspace_outbound",
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource:    adsSource(),
+			ConfigSource:    fetchSource(),
 			RouteConfigName: names.OutboundRoute,
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
 			httpFilter("envoy.filters.http.lua", &luav3.Lua{
 				DefaultSourceCode: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: authorityLua}},
+				ClearRouteCache:   wrapperspb.Bool(true),
 			}),
+			// resources_locator stays empty: with an ADS source Envoy then
+			// subscribes each name on its own (on_demand_update.cc,
+			// createDecodeHeadersBehavior, v1.36.0 to v1.39.0).
 			httpFilter("envoy.filters.http.on_demand", &ondemandv3.OnDemand{Odcds: &ondemandv3.OnDemandCds{
 				Source:  adsSource(),
-				Timeout: durationpb.New(ODCDSTimeout),
+				Timeout: durationpb.New(odcdsTimeout),
 			}}),
 			httpFilter(routerFilter, &routerv3.Router{}),
 		},
@@ -246,6 +264,14 @@ func adsSource() *corev3.ConfigSource {
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 		ResourceApiVersion:    corev3.ApiVersion_V3,
 	}
+}
+
+// fetchSource is adsSource for what an Envoy listener or cluster waits for
+// before it is used, giving up after FetchTimeout.
+func fetchSource() *corev3.ConfigSource {
+	s := adsSource()
+	s.InitialFetchTimeout = durationpb.New(FetchTimeout)
+	return s
 }
 
 func httpFilter(name string, cfg proto.Message) *hcmv3.HttpFilter {
