@@ -63,6 +63,9 @@ type typeState struct {
 	resourcesPeak int               // for shrink.Map
 	delta         watchIndex[*deltaWatch]
 	sotw          watchIndex[*sotwWatch]
+	// kept are the kept delta watches, by their stream's node (stream.go).
+	kept     map[*corev3.Node]*deltaWatch
+	keptPeak int
 	// scope, for a scoped type, names the scope of a stream from its node.
 	scope func(*corev3.Node) string
 	// wildcard, if set, names what a wildcard subscription of a node means.
@@ -133,6 +136,7 @@ func newTypeState() *typeState {
 		resources: make(map[string]*entry),
 		delta:     newWatchIndex[*deltaWatch](),
 		sotw:      newWatchIndex[*sotwWatch](),
+		kept:      make(map[*corev3.Node]*deltaWatch),
 	}
 }
 
@@ -210,6 +214,9 @@ func (x *watchIndex[W]) each(key string, fn func(W)) {
 type Cache struct {
 	mu    sync.Mutex
 	types map[string]*typeState // only the types the cache serves
+	// streams are the nodes of the streams whose watches are kept.
+	streams     map[*corev3.Node]struct{}
+	streamsPeak int
 	// system is a counter reported as a delta response's system_version_info,
 	// for debugging only.
 	system atomic.Uint64
@@ -220,7 +227,7 @@ var _ gcpcache.Cache = (*Cache)(nil)
 // New returns an empty cache serving the given type URLs. Requests for any
 // other type are answered as if it had no resources, and hold no state.
 func New(typeURLs ...string) *Cache {
-	c := &Cache{types: make(map[string]*typeState, len(typeURLs))}
+	c := &Cache{types: make(map[string]*typeState, len(typeURLs)), streams: make(map[*corev3.Node]struct{})}
 	for _, t := range typeURLs {
 		c.types[t] = newTypeState()
 	}
@@ -346,6 +353,10 @@ func (c *Cache) Version(it Item) (version string, ok bool) {
 // send. Each watch answers at most once and is then removed.
 func (c *Cache) wake(ts *typeState, key string) {
 	ts.delta.each(key, func(w *deltaWatch) {
+		if w.kept {
+			c.wakeKept(ts, w, key)
+			return
+		}
 		if resp := c.deltaResponse(ts, w.req, w.sub, false); resp != nil {
 			unindex(&ts.delta, ts, w.req.GetNode(), w.sub, w)
 			w.ch <- resp

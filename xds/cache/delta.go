@@ -11,10 +11,18 @@ import (
 )
 
 // deltaWatch is one delta stream waiting for a change to one of its names.
+// A kept watch (see stream.go) lives as long as its stream.
 type deltaWatch struct {
 	req *gcpcache.DeltaRequest
 	sub gcpcache.Subscription
 	ch  chan gcpcache.DeltaResponse
+
+	kept bool
+	// active says go-control-plane's watch is open: a change is answered
+	// at once rather than remembered in pending. Kept watches only.
+	active  bool
+	indexed map[string]struct{}
+	pending map[string]struct{}
 }
 
 // CreateDeltaWatch answers at once when the stream lacks anything the cache
@@ -30,10 +38,16 @@ type deltaWatch struct {
 // it subscribed to explicitly and the type's wildcard names for its node
 // (Wildcard), with one first answer even if that is empty, so that a client
 // waiting on its initial fetch can proceed.
+//
+// The watches of a stream opened with OpenStream are kept across its
+// requests (stream.go); others look at every name the stream holds.
 func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts, served := c.served(req.GetTypeUrl())
+	if _, ok := c.streams[req.GetNode()]; ok && served {
+		return c.keptWatch(ts, req, sub, ch), nil
+	}
 	if resp := c.deltaResponse(ts, req, sub, true); resp != nil {
 		ch <- resp
 		return func() {}, nil
@@ -63,6 +77,16 @@ func (c *Cache) CreateDeltaWatch(req *gcpcache.DeltaRequest, sub gcpcache.Subscr
 // subscribes to are judged against its initial_resource_versions rather
 // than what the stream was sent before. Called with c.mu held.
 func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, fresh bool) *deltaResponse {
+	implied := ts.implied(req.GetNode(), sub)
+	return c.respond(ts, req, sub, implied, fresh, false, func(fn func(string, bool)) { forEachName(sub, implied, fn) })
+}
+
+// respond is deltaResponse over the names names calls fn with. With
+// inPlace, the response's version map is the subscription's own, updated
+// in place, rather than a copy: only a kept watch may (stream.go).
+func (c *Cache) respond(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, implied []string,
+	fresh, inPlace bool, names func(fn func(name string, isImplied bool)),
+) *deltaResponse {
 	returned := sub.ReturnedResources()
 	var asked map[string]struct{}
 	if fresh {
@@ -76,8 +100,10 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		removed   []string
 		next      map[string]string
 	)
-	implied := ts.implied(req.GetNode(), sub)
 	record := func(name, version string) {
+		if next == nil && inPlace && returned != nil {
+			next = returned
+		}
 		if next == nil {
 			next = make(map[string]string, len(returned)+1)
 			for n, v := range returned {
@@ -88,7 +114,7 @@ func (c *Cache) deltaResponse(ts *typeState, req *gcpcache.DeltaRequest, sub gcp
 		}
 		next[name] = version
 	}
-	forEachName(sub, implied, func(name string, isImplied bool) {
+	names(func(name string, isImplied bool) {
 		held := returned[name]
 		if _, ok := asked[name]; ok {
 			held = req.GetInitialResourceVersions()[name]

@@ -66,6 +66,9 @@ func (s *Server) close(protocol string, id int64) {
 		return
 	}
 	s.admission.leave(st.peer)
+	if sc, ok := s.cache.(streamCache); ok && st.node != nil {
+		sc.CloseStream(st.node)
+	}
 	if !st.admitted {
 		return
 	}

@@ -44,6 +44,9 @@ type mesh struct {
 	skew *atomic.Int64
 	// logs holds what the xDS server logged.
 	logs *syncBuffer
+	// edit adjusts the server's options; stop stops the control plane.
+	edit func(*Options)
+	stop func()
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
@@ -71,17 +74,24 @@ func newMesh(tb testing.TB) *mesh { return newMeshWith(tb, nil) }
 // newMeshWith is newMesh with server options adjusted by edit.
 func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
 	reg := prometheus.NewRegistry()
 	store, err := embedded.Open(tb.TempDir(), embedded.Options{Registerer: reg})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = store.Close() })
+	m := &mesh{store: store, skew: new(atomic.Int64), logs: &syncBuffer{}, edit: edit}
+	m.serve(tb, reg)
+	return m
+}
+
+// serve starts a control plane (discovery, cache, xDS server on a new
+// loopback port) on m's store, with its metrics on reg, and connects to it.
+func (m *mesh) serve(tb testing.TB, reg *prometheus.Registry) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	c := NewCache()
-	m := &mesh{skew: new(atomic.Int64), logs: &syncBuffer{}}
-	disc := discovery.New(store, c, discovery.Options{Registerer: reg, Now: m.now})
+	disc := discovery.New(m.store, c, discovery.Options{Registerer: reg, Now: m.now})
 	go disc.Run(ctx)
 	// Admission is wide open: tests and benchmarks open many streams from
 	// one address; the tests of admission set what they test.
@@ -89,8 +99,8 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20, Nodes: sidecar.New(c, 0),
 		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
 	}
-	if edit != nil {
-		edit(&opts)
+	if m.edit != nil {
+		m.edit(&opts)
 	}
 	srv := New(ctx, c, disc, opts)
 	g := grpc.NewServer(GRPCOptions(1000)...)
@@ -100,14 +110,22 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 		tb.Fatal(err)
 	}
 	go func() { _ = g.Serve(lis) }()
-	tb.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = conn.Close() })
-	m.store, m.disc, m.cache, m.srv, m.reg, m.conn, m.addr = store, disc, c, srv, reg, conn, lis.Addr().String()
-	return m
+	m.stop = func() { _ = conn.Close(); g.Stop(); cancel() }
+	tb.Cleanup(m.stop)
+	m.disc, m.cache, m.srv, m.reg, m.conn, m.addr = disc, c, srv, reg, conn, lis.Addr().String()
+}
+
+// restart stops the control plane, as a meshd that goes away, and starts a
+// new one on the same registry, on another port, with a metrics registry of
+// its own: a restarted meshd with nothing resolved.
+func (m *mesh) restart(tb testing.TB) {
+	tb.Helper()
+	m.stop()
+	m.serve(tb, prometheus.NewRegistry())
 }
 
 func (m *mesh) register(tb testing.TB, vip, id, addr string, status registry.Status) {

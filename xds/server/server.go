@@ -134,6 +134,15 @@ const (
 	DefaultMaxUnknownNames         = 256
 )
 
+// streamCache is a cache that keeps a stream's watches across its
+// requests when told of the stream (*cache.Cache; see its OpenStream).
+type streamCache interface {
+	OpenStream(node *corev3.Node)
+	CloseStream(node *corev3.Node)
+}
+
+var _ streamCache = (*cache.Cache)(nil)
+
 // Server is the xDS server.
 type Server struct {
 	cache     gcpcache.Cache

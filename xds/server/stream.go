@@ -109,6 +109,9 @@ func (s *Server) bindNode(st *streamState, node *corev3.Node) error {
 	s.mu.Lock()
 	st.node = own
 	s.mu.Unlock()
+	if sc, ok := s.cache.(streamCache); ok {
+		sc.OpenStream(own)
+	}
 	return nil
 }
 

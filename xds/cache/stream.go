@@ -1,0 +1,172 @@
+package cache
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+
+	"github.com/prisma-systems/xspace-mesh/internal/shrink"
+)
+
+// Kept watches. go-control-plane cancels a stream's watch of a type and
+// creates a new one on every request of that type (an ACK included), so a
+// watch that indexed every name the stream holds, and looked at all of
+// them to answer, made each request cost as much as the names the stream
+// holds: a sidecar holding 20,000 names (Envoy never unsubscribes one) cost
+// milliseconds per ACK, and a burst of its lookups ran into its on-demand
+// timeouts. A stream the cache is told of (OpenStream, with the node object
+// the stream gives all its requests) keeps one watch per type instead: it
+// stays indexed across the stream's requests, each request indexes only the
+// names it subscribes or unsubscribes, and only those names, and the names
+// that changed meanwhile (pending), are looked at to answer it. A response
+// updates the stream's version map in place rather than copying it:
+// go-control-plane touches the subscription only on the stream's own
+// goroutine, after cancelling the watch (which takes the cache's lock), and
+// the cache reads or writes it only while the watch is open.
+
+// OpenStream tells the cache that every request of one stream carries this
+// node object, and no other stream's does (the xDS server gives each
+// stream a node of its own). Its delta watches are then kept across its
+// requests until CloseStream.
+func (c *Cache) OpenStream(node *corev3.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if node != nil {
+		c.streams[node] = struct{}{}
+		c.streams = shrink.Map(c.streams, &c.streamsPeak)
+	}
+}
+
+// CloseStream forgets the watches of a stream opened with OpenStream.
+func (c *Cache) CloseStream(node *corev3.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.streams, node)
+	c.streams = shrink.Map(c.streams, &c.streamsPeak)
+	for _, ts := range c.types {
+		if w := ts.kept[node]; w != nil {
+			for name := range w.indexed {
+				for _, k := range ts.keys(node, name) {
+					ts.delta.remove(k, w)
+				}
+			}
+			delete(ts.kept, node)
+			ts.kept = shrink.Map(ts.kept, &ts.keptPeak)
+		}
+	}
+}
+
+// keptWatch creates or updates the kept watch of a stream's request and
+// answers it if there is anything to say. Called with c.mu held.
+func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) func() {
+	node := req.GetNode()
+	w := ts.kept[node]
+	if w == nil {
+		w = &deltaWatch{kept: true, indexed: map[string]struct{}{}, pending: map[string]struct{}{}}
+		ts.kept[node] = w
+		ts.kept = shrink.Map(ts.kept, &ts.keptPeak)
+		forEachName(sub, ts.implied(node, sub), func(name string, _ bool) { w.track(ts, node, name) })
+	} else {
+		for _, name := range req.GetResourceNamesSubscribe() {
+			if name != wildcardServed {
+				w.track(ts, node, name)
+			}
+		}
+		for _, name := range req.GetResourceNamesUnsubscribe() {
+			w.untrack(ts, node, name)
+		}
+		// What a wildcard means depends on the node only, but the
+		// subscription may have become, or stopped being, a wildcard.
+		for _, name := range ts.implied(node, sub) {
+			w.track(ts, node, name)
+		}
+	}
+	w.req, w.sub, w.ch = req, sub, ch
+	if resp := c.keptResponse(ts, w, true); resp != nil {
+		ch <- resp
+		return func() {}
+	}
+	w.active = true
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if w.ch == ch {
+			w.active = false
+		}
+	}
+}
+
+// track indexes a name the watch looks at, and marks it to be looked at.
+func (w *deltaWatch) track(ts *typeState, node *corev3.Node, name string) {
+	w.pending[name] = struct{}{}
+	if _, ok := w.indexed[name]; ok {
+		return
+	}
+	w.indexed[name] = struct{}{}
+	for _, k := range ts.keys(node, name) {
+		ts.delta.add(k, w)
+	}
+}
+
+// untrack stops looking at a name.
+func (w *deltaWatch) untrack(ts *typeState, node *corev3.Node, name string) {
+	delete(w.pending, name)
+	if _, ok := w.indexed[name]; !ok {
+		return
+	}
+	delete(w.indexed, name)
+	for _, k := range ts.keys(node, name) {
+		ts.delta.remove(k, w)
+	}
+}
+
+// keptResponse answers a kept watch from its pending names, and clears
+// them when it answers. fresh says its request is being answered. Called
+// with c.mu held.
+func (c *Cache) keptResponse(ts *typeState, w *deltaWatch, fresh bool) *deltaResponse {
+	subscribed := w.sub.SubscribedResources()
+	implied := ts.implied(w.req.GetNode(), w.sub)
+	names := func(fn func(name string, isImplied bool)) {
+		for name := range w.pending {
+			switch _, ok := subscribed[name]; {
+			case ok:
+				fn(name, false)
+			case containsName(implied, name):
+				fn(name, true)
+			}
+		}
+	}
+	resp := c.respond(ts, w.req, w.sub, implied, fresh, true, names)
+	if resp != nil {
+		clear(w.pending)
+		w.active = false
+	}
+	return resp
+}
+
+// wakeKept tells a kept watch that the resource at key changed: it answers
+// if its gRPC watch is open, and otherwise remembers the name for its next
+// request. Called with c.mu held.
+func (c *Cache) wakeKept(ts *typeState, w *deltaWatch, key string) {
+	name := key
+	if ts.scope != nil {
+		name = key[strings.IndexByte(key, 0)+1:]
+	}
+	w.pending[name] = struct{}{}
+	if !w.active {
+		return
+	}
+	if resp := c.keptResponse(ts, w, false); resp != nil {
+		w.ch <- resp
+	}
+}
+
+func containsName(names []string, name string) bool {
+	for _, n := range names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}

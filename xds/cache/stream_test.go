@@ -1,0 +1,157 @@
+package cache
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// keptStream is a stream the cache was told of (OpenStream), driven as
+// go-control-plane drives one: every request first cancels the open
+// watch, then updates the subscription, then creates a watch.
+type keptStream struct {
+	*stream
+	node   *corev3.Node
+	cancel func()
+}
+
+func openKept(t *testing.T, c *Cache, typ string, node *corev3.Node) *keptStream {
+	t.Helper()
+	c.OpenStream(node)
+	s := &keptStream{stream: open(t, c, typ, nil), node: node}
+	t.Cleanup(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+	})
+	return s
+}
+
+func (s *keptStream) send(subscribe, unsubscribe []string) {
+	s.t.Helper()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.sub.UpdateResourceSubscriptions(subscribe, unsubscribe)
+	req := &gcpcache.DeltaRequest{TypeUrl: s.typ, Node: s.node, ResourceNamesSubscribe: subscribe, ResourceNamesUnsubscribe: unsubscribe}
+	cancel, err := s.c.CreateDeltaWatch(req, &s.sub, s.ch)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.cancel = cancel
+}
+
+// TestKeptWatchAnswersWhatChanged: a kept watch answers each request with
+// what it asks and what changed, including changes made while its last
+// response was not yet ACKed, and nothing it unsubscribed.
+func TestKeptWatchAnswersWhatChanged(t *testing.T) {
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second), cluster("b.vip", time.Second))
+	s := openKept(t, c, cds, &corev3.Node{Id: "n1"})
+	s.send([]string{"a.vip"}, nil)
+	s.expect([]string{"a.vip"}, nil)
+	s.send(nil, nil) // ACK
+	s.expectNothing()
+	update(t, c, cluster("a.vip", 2*time.Second))
+	s.expect([]string{"a.vip"}, nil)
+	// Changed before the ACK of that response: answered at the ACK.
+	update(t, c, cluster("a.vip", 3*time.Second))
+	s.expectNothing()
+	s.send(nil, nil)
+	s.expect([]string{"a.vip"}, nil)
+	s.send([]string{"b.vip", "ghost.vip"}, nil)
+	s.expect([]string{"b.vip"}, []string{"ghost.vip"})
+	s.send(nil, []string{"a.vip"})
+	s.expectNothing()
+	update(t, c, cluster("a.vip", 4*time.Second))
+	s.expectNothing()
+	update(t, c, cluster("ghost.vip", time.Second))
+	s.expect([]string{"ghost.vip"}, nil)
+}
+
+// TestKeptWatchOfScopedType: a kept watch of a scoped type is woken by the
+// items of its own scope only.
+func TestKeptWatchOfScopedType(t *testing.T) {
+	const sds = resource.SecretType
+	c := New(sds)
+	c.Scope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() })
+	secret := func(scope, value string) Item {
+		return Item{TypeURL: sds, Name: "identity", Scope: scope, Msg: &tlsv3.Secret{
+			Name: "identity", Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{Secret: &corev3.DataSource{
+				Specifier: &corev3.DataSource_InlineString{InlineString: value},
+			}}},
+		}}
+	}
+	update(t, c, secret("payments", "v1"), secret("orders", "o1"))
+	payments := openKept(t, c, sds, nodeOf("payments"))
+	payments.send([]string{"identity"}, nil)
+	payments.expect([]string{"identity"}, nil)
+	payments.send(nil, nil)
+	update(t, c, secret("orders", "o2"))
+	payments.expectNothing()
+	update(t, c, secret("payments", "v2"))
+	payments.expect([]string{"identity"}, nil)
+}
+
+// TestCloseStreamForgetsItsWatches: once a stream is closed, nothing of
+// its watches is left in the index.
+func TestCloseStreamForgetsItsWatches(t *testing.T) {
+	c := newCache()
+	node := &corev3.Node{Id: "n1"}
+	cdsStream, edsStream := openKept(t, c, cds, node), openKept(t, c, eds, node)
+	cdsStream.send([]string{"a.vip", "b.vip"}, nil)
+	edsStream.send([]string{"a.vip"}, nil)
+	if n := len(c.types[cds].delta.byKey) + len(c.types[eds].delta.byKey); n != 3 {
+		t.Fatalf("%d keys indexed for a stream watching 3 names", n)
+	}
+	c.CloseStream(node)
+	for _, typ := range []string{cds, eds} {
+		if ts := c.types[typ]; len(ts.delta.byKey) != 0 || len(ts.kept) != 0 {
+			t.Fatalf("%s after CloseStream: index %v, kept watches %d", typ, ts.delta.byKey, len(ts.kept))
+		}
+	}
+	if len(c.streams) != 0 {
+		t.Fatal("the stream is still known")
+	}
+}
+
+// TestKeptAndFreshWatchesAgree: the same requests and changes give the
+// same responses whether the stream's watches are kept or made afresh.
+func TestKeptAndFreshWatchesAgree(t *testing.T) {
+	script := func(t *testing.T, kept bool) [][]string {
+		c := newCache()
+		update(t, c, cluster("a.vip", time.Second))
+		node := &corev3.Node{Id: "n1"}
+		if kept {
+			c.OpenStream(node)
+		}
+		s := &keptStream{stream: open(t, c, cds, nil), node: node}
+		var log [][]string
+		note := func() {
+			names, removed, _, _ := s.take()
+			log = append(log, append(slices.Clone(names), append([]string{"-"}, removed...)...))
+		}
+		for _, step := range []func(){
+			func() { s.send([]string{"a.vip", "ghost.vip"}, nil) },
+			func() { s.send(nil, nil) },
+			func() { update(t, c, cluster("a.vip", 2*time.Second)) },
+			func() { s.send([]string{"ghost.vip"}, nil) },
+			func() { s.send(nil, []string{"a.vip"}) },
+			func() { update(t, c, cluster("a.vip", 3*time.Second), cluster("ghost.vip", time.Second)) },
+			func() { s.send(nil, nil) },
+		} {
+			step()
+			note()
+		}
+		s.cancel()
+		return log
+	}
+	if fresh, kept := script(t, false), script(t, true); !slices.EqualFunc(fresh, kept, slices.Equal) {
+		t.Fatalf("responses differ:\nfresh %q\nkept  %q", fresh, kept)
+	}
+}
