@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,15 +31,31 @@ const benchVIPs = 10_000
 func benchVIP(n int) string { return fmt.Sprintf("svc-%05d", n) }
 
 // populate registers VIPs svc-00000, svc-00001, ... with three UP instances
-// each, through the store's API: every Register is a committed bbolt write.
-func populate(tb testing.TB, m *mesh, vips int) {
+// each.
+func populate(tb testing.TB, m *mesh, vips int) { registerVIPs(tb, m, vips, 3) }
+
+// registerVIPs registers VIPs svc-00000... with instances UP instances
+// each, through the store's API: every Register is a committed bbolt
+// write, 64 at a time (the store commits concurrent writes together).
+func registerVIPs(tb testing.TB, m *mesh, vips, instances int) {
 	tb.Helper()
-	for v := range vips {
-		name := benchVIP(v)
-		for n := range 3 {
-			m.register(tb, name, fmt.Sprintf("%s-%d", name, n), fmt.Sprintf("10.%d.%d.%d", v>>8, v&0xff, n+1), registry.StatusUp)
-		}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 64 {
+		wg.Go(func() {
+			for v := range next {
+				name := benchVIP(v)
+				for n := range instances {
+					m.register(tb, name, fmt.Sprintf("%s-%d", name, n), fmt.Sprintf("10.%d.%d.%d", v>>8, v&0xff, n+1), registry.StatusUp)
+				}
+			}
+		})
 	}
+	for v := range vips {
+		next <- v
+	}
+	close(next)
+	wg.Wait()
 }
 
 // latencies are per-event durations, reported as nearest-rank quantiles.

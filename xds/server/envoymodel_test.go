@@ -152,7 +152,7 @@ func TestEnvoyModelClusterUpdateResendsEndpoints(t *testing.T) {
 func TestEnvoyModelLongLivedSidecar(t *testing.T) {
 	const found, typos, later = 15_000, 5_000, 100
 	m := newMesh(t)
-	registerMany(t, m, found+later)
+	registerVIPs(t, m, found+later, 1)
 	touched := make([]string, 0, found+typos)
 	for i := range found {
 		touched = append(touched, benchCluster(i))
@@ -193,26 +193,6 @@ func TestEnvoyModelLongLivedSidecar(t *testing.T) {
 // benchCluster is the plaintext cluster of benchVIP(i).
 func benchCluster(i int) string { return names.Cluster(benchVIP(i), false) }
 
-// registerMany registers VIPs svc-00000... with one instance each, 64 at
-// a time (the store commits concurrent writes together).
-func registerMany(tb testing.TB, m *mesh, n int) {
-	tb.Helper()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 64 {
-		wg.Go(func() {
-			for v := range next {
-				m.register(tb, benchVIP(v), benchVIP(v)+"-0", fmt.Sprintf("10.%d.%d.1", v>>8, v&0xff), registry.StatusUp)
-			}
-		})
-	}
-	for v := range n {
-		next <- v
-	}
-	close(next)
-	wg.Wait()
-}
-
 // lookupAll looks names up, 256 at a time as concurrent requests would,
 // and fails on a lookup that neither found its cluster nor was told it
 // does not exist.
@@ -249,7 +229,7 @@ func lookupAll(tb testing.TB, s *envoymodel.Sidecar, names []string) {
 func TestEnvoyModelFleetReconnectsAfterRestart(t *testing.T) {
 	const sidecars, held, unknown = 1000, 8, 2
 	m := newMesh(t)
-	registerMany(t, m, 100)
+	registerVIPs(t, m, 100, 1)
 	fleet := make([]*envoymodel.Sidecar, sidecars)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32) // the fleet came up over time, not at once
