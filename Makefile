@@ -116,9 +116,13 @@ $(BENCHSTAT):
 	GOBIN=$(TOOLS_DIR) $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
 .PHONY: check
-check: lint test ## lint, test, and verify the golden files are up to date
-	$(MAKE) golden
+check: lint test golden-check ## lint, test, and verify the golden files are up to date
+
+.PHONY: golden-check
+golden-check: golden ## rewrite the golden files and fail if that changed anything tracked or added a file
 	git diff --exit-code -- xds/translate/testdata envoy-configs
+	@untracked=$$(git ls-files --others --exclude-standard -- xds/translate/testdata envoy-configs); \
+	if [ -n "$$untracked" ]; then echo "golden files not committed:"; echo "$$untracked"; exit 1; fi
 
 .PHONY: clean
 clean: ## remove build outputs (not ./data)
