@@ -105,6 +105,15 @@ bench: $(BENCHSTAT) ## run the xDS benchmarks of BENCHMARKS.md (about 5 minutes)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime=100x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
 	$(BENCHSTAT) bench.out
 
+.PHONY: bench-peers
+bench-peers: $(BENCHSTAT) ## compare meshd with stock go-control-plane and a bare gRPC floor, side by side (issue 15; about 10 minutes)
+	@echo "load average at the start: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	$(GO) test -run '^$$' -bench 'PeersCDS|PeersResolve' -benchtime=2000x -count=$(BENCHCOUNT) -timeout 60m ./xds/server/ | tee bench-peers.out
+	$(GO) test -run '^$$' -bench 'PeersFanout' -benchtime=50x -count=$(BENCHCOUNT) -timeout 60m ./xds/server/ | tee -a bench-peers.out
+	$(GO) test -run '^$$' -bench 'PeersStreamMemory' -benchtime=1x -count=$(BENCHCOUNT) -timeout 60m ./xds/server/ | tee -a bench-peers.out
+	@echo "load average at the end: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	$(BENCHSTAT) bench-peers.out
+
 .PHONY: bench-limits
 bench-limits: $(BENCHSTAT) ## run the hostile-client benchmarks of BENCHMARKS.md (unknown-name flood, admission under flood, reconnect storm; about 5 minutes)
 	$(GO) test -run '^$$' -bench 'UnknownNameFlood' -benchtime=1x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee bench-limits.out
@@ -126,4 +135,4 @@ golden-check: golden ## rewrite the golden files and fail if that changed anythi
 
 .PHONY: clean
 clean: ## remove build outputs (not ./data)
-	rm -rf $(BIN) bench.out bench-limits.out
+	rm -rf $(BIN) bench.out bench-limits.out bench-peers.out

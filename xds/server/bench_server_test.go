@@ -90,8 +90,24 @@ func TestBenchServerProcess(t *testing.T) {
 			}
 		}()
 	}
-	m := newMesh(t)
-	populate(t, m, vips)
+	kind := os.Getenv(peerEnv)
+	var (
+		m      *mesh
+		xds    string
+		change func(context.Context, registry.Instance) error
+	)
+	switch kind {
+	case "", "meshd":
+		m = newMesh(t)
+		populate(t, m, vips)
+		xds = m.addr
+		change = func(ctx context.Context, inst registry.Instance) error {
+			_, err := m.store.Register(ctx, inst)
+			return err
+		}
+	default:
+		xds, change = servePeer(t, kind, vips)
+	}
 	mux := http.NewServeMux()
 	// GET /mem?free=1 also returns freed memory to the OS first (what the
 	// runtime's background scavenger does over minutes); ?reset=1 then
@@ -104,10 +120,14 @@ func TestBenchServerProcess(t *testing.T) {
 		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		_ = json.NewEncoder(w).Encode(memReport{
+		rep := memReport{
 			HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: procStatus("VmRSS:"), PeakRSS: procStatus("VmHWM:"),
-			Goroutines: runtime.NumGoroutine(), Streams: len(m.srv.Proxies()), Watched: len(m.disc.Watched()),
-		})
+			Goroutines: runtime.NumGoroutine(),
+		}
+		if m != nil {
+			rep.Streams, rep.Watched = len(m.srv.Proxies()), len(m.disc.Watched())
+		}
+		_ = json.NewEncoder(w).Encode(rep)
 		if r.URL.Query().Has("reset") {
 			_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets VmHWM
 		}
@@ -115,8 +135,10 @@ func TestBenchServerProcess(t *testing.T) {
 	// POST /forget moves discovery's clock past every grace period and
 	// forgets what no stream holds.
 	mux.HandleFunc("POST /forget", func(http.ResponseWriter, *http.Request) {
-		m.skew.Add(int64(24 * time.Hour))
-		m.disc.ForgetIdle()
+		if m != nil {
+			m.skew.Add(int64(24 * time.Hour))
+			m.disc.ForgetIdle()
+		}
 	})
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, cpuTime())
@@ -134,7 +156,7 @@ func TestBenchServerProcess(t *testing.T) {
 			Port: 8080, Status: registry.StatusUp, Zone: "zone-a",
 		}
 		start := time.Now()
-		if _, err := m.store.Register(r.Context(), inst); err != nil {
+		if err := change(r.Context(), inst); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -147,7 +169,7 @@ func TestBenchServerProcess(t *testing.T) {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	defer func() { _ = hs.Close() }()
-	fmt.Printf("ready %s %s\n", m.addr, lis.Addr())
+	fmt.Printf("ready %s %s\n", xds, lis.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
@@ -182,9 +204,15 @@ type serverProcess struct {
 }
 
 func startServerProcess(tb testing.TB, vips int) *serverProcess {
+	return startPeerProcess(tb, "meshd", vips)
+}
+
+// startPeerProcess is startServerProcess for a peer: meshd, stock or floor
+// (peers_test.go).
+func startPeerProcess(tb testing.TB, peer string, vips int) *serverProcess {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServerProcess$")
-	cmd.Env = append(os.Environ(), serverProcessEnv+"="+strconv.Itoa(vips))
+	cmd.Env = append(os.Environ(), serverProcessEnv+"="+strconv.Itoa(vips), peerEnv+"="+peer)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

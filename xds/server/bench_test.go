@@ -65,15 +65,20 @@ func (l latencies) report(b *testing.B, unit time.Duration, suffix string) {
 	if len(l) == 0 {
 		return
 	}
+	b.ReportMetric(l.quantile(0.50, unit), "p50-"+suffix)
+	b.ReportMetric(l.quantile(0.99, unit), "p99-"+suffix)
+	b.ReportMetric(l.quantile(1, unit), "max-"+suffix)
+}
+
+// quantile is the nearest-rank q-quantile, in units of unit.
+func (l latencies) quantile(q float64, unit time.Duration) float64 {
+	if len(l) == 0 {
+		return 0
+	}
 	s := slices.Clone(l)
 	slices.Sort(s)
-	at := func(q float64) float64 {
-		i := max(int(math.Ceil(q*float64(len(s))))-1, 0)
-		return float64(s[i]) / float64(unit)
-	}
-	b.ReportMetric(at(0.50), "p50-"+suffix)
-	b.ReportMetric(at(0.99), "p99-"+suffix)
-	b.ReportMetric(at(1), "max-"+suffix)
+	i := max(int(math.Ceil(q*float64(len(s))))-1, 0)
+	return float64(s[i]) / float64(unit)
 }
 
 // recvAt is recv that also returns when the response reached the client,
