@@ -282,10 +282,14 @@ func (d *Discovery) publishRoutes() {
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.
 type WatchedVIP struct {
-	Name        string
-	Subscribers int
-	Found       bool
-	Err         error
+	Name string
+	// References counts the Acquires not yet released: one per stream,
+	// resource type and name holding the VIP (a proxyless gRPC client
+	// holds four, an Envoy sidecar two). The streams themselves are the
+	// xDS server's to count.
+	References int
+	Found      bool
+	Err        error
 }
 
 // Watched lists the VIPs discovery currently watches.
@@ -301,7 +305,7 @@ func (d *Discovery) Watched() []WatchedVIP {
 	out := make([]WatchedVIP, 0, len(vips))
 	for i, v := range vips {
 		v.resolveMu.Lock()
-		out = append(out, WatchedVIP{Name: v.name, Subscribers: refs[i], Found: v.found, Err: v.err})
+		out = append(out, WatchedVIP{Name: v.name, References: refs[i], Found: v.found, Err: v.err})
 		v.resolveMu.Unlock()
 	}
 	return out
