@@ -179,6 +179,7 @@ policy:
   protocol: grpc
   plaintext: false
   load_balancing: ring_hash
+  hash_on: {header: x-user-id}
   timeouts:
     connect: 250ms
     request: 3s
