@@ -24,6 +24,17 @@ CONSUL_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/consul-$(CONSUL
 VAULT_VERSION := $(shell awk '$$1 == "github.com/hashicorp/vault" {print $$2}' tools/vault/go.mod)
 VAULT_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/vault-$(VAULT_VERSION)/vault
 
+# Node's gRPC xDS client (@grpc/grpc-js-xds), which the proxyless gRPC tests
+# run next to grpc-go's: installed with npm ci from the committed lockfile,
+# once per machine, into the cache, in a folder named by the lockfile's hash.
+# The tests find the modules through GRPCJS_NODE_MODULES; without them, or
+# without node, those tests skip, saying so in one line.
+GRPCJS_SRC := xds/server/testdata/grpcjs
+GRPCJS_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/xspace-mesh/grpcjs-$(shell sha256sum $(GRPCJS_SRC)/package-lock.json | cut -c1-12)
+GRPCJS_NODE_MODULES ?= $(GRPCJS_DIR)/node_modules
+# npm writes this file last, once the modules are all in place.
+GRPCJS_STAMP := $(GRPCJS_DIR)/node_modules/.package-lock.json
+
 export GOTOOLCHAIN := local
 
 # A recipe that pipes into tee fails when the command before the pipe does.
@@ -31,6 +42,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export CONSUL_BIN
 export VAULT_BIN
+export GRPCJS_NODE_MODULES
 
 .DEFAULT_GOAL := help
 
@@ -50,7 +62,7 @@ run: build ## build and start meshd on its embedded defaults (Ctrl-C stops it)
 	$(BIN)/meshd
 
 .PHONY: test
-test: $(CONSUL_BIN) $(VAULT_BIN) ## run the whole test suite (race detector on; builds Consul and Vault once, see `consul`, `vault`)
+test: $(CONSUL_BIN) $(VAULT_BIN) $(GRPCJS_STAMP) ## run the whole test suite (race detector on; builds Consul and Vault, installs grpc-js-xds once, see `consul`, `vault`, `grpcjs`)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/...
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -80,6 +92,20 @@ $(VAULT_BIN):
 	@mkdir -p $(dir $(VAULT_BIN))
 	cd tools/vault && $(GO) build -trimpath -ldflags='-s -w' -o $(VAULT_BIN).tmp github.com/hashicorp/vault
 	mv $(VAULT_BIN).tmp $(VAULT_BIN)
+
+.PHONY: grpcjs
+grpcjs: $(GRPCJS_STAMP) ## install the Node gRPC xDS client the proxyless gRPC tests run (once; npm ci, about 10 seconds)
+
+$(GRPCJS_STAMP):
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: @grpc/grpc-js-xds is not installed and its proxyless gRPC tests will skip (install Node 20 with npm)"; \
+		exit 0; \
+	fi; \
+	echo "installing @grpc/grpc-js-xds (pinned in $(GRPCJS_SRC)/package-lock.json) with npm ci into $(GRPCJS_DIR)"; \
+	rm -rf $(GRPCJS_DIR).tmp && mkdir -p $(GRPCJS_DIR).tmp && \
+	cp $(GRPCJS_SRC)/package.json $(GRPCJS_SRC)/package-lock.json $(GRPCJS_DIR).tmp/ && \
+	(cd $(GRPCJS_DIR).tmp && npm ci --ignore-scripts --no-audit --no-fund) && \
+	rm -rf $(GRPCJS_DIR) && mv $(GRPCJS_DIR).tmp $(GRPCJS_DIR)
 
 .PHONY: bench-consul
 bench-consul: $(CONSUL_BIN) ## run the Consul registry benchmarks (change -> CLA, on-demand resolve)

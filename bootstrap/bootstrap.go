@@ -43,14 +43,27 @@ type channelCreds struct {
 	Type string `json:"type"`
 }
 
+// node is the client's identity. Locality is written even though it is
+// empty: grpc-js-xds (1.14) refuses a node without one ("locality field
+// missing in node element", which it reports as an unrelated "Cannot read
+// properties of null"); grpc-go accepts either.
 type node struct {
-	ID      string `json:"id"`
-	Cluster string `json:"cluster"`
+	ID       string   `json:"id"`
+	Cluster  string   `json:"cluster"`
+	Locality locality `json:"locality"`
 }
+
+// locality is where the client runs (gRFC A27); the mesh uses none of it.
+type locality struct{}
 
 // GRPC returns the xDS bootstrap JSON of a proxyless gRPC client: meshd as
 // its only xDS server, over plaintext, speaking xDS v3, and the node's
-// identity. A client using it dials "xds:///<vip>.vip".
+// identity. grpc-go's and grpc-js-xds's xDS resolvers both accept it as it
+// is. A client using it dials "xds:///<vip>.vip" or "xds:///<vip>".
+//
+// The channel credentials are "insecure", the only type both clients
+// support for meshd today (grpc-js-xds knows no "tls"); a client cannot
+// present a token either, so meshd must allow unauthenticated streams.
 func GRPC(o GRPCOptions) ([]byte, error) {
 	if o.XDS == "" {
 		return nil, fmt.Errorf("%w: the xDS address is empty; use host:port such as 127.0.0.1:18000", ErrInvalid)

@@ -30,7 +30,8 @@ func TestGRPC(t *testing.T) {
   ],
   "node": {
     "id": "orders-grpc",
-    "cluster": "orders"
+    "cluster": "orders",
+    "locality": {}
   }
 }
 `,
@@ -54,7 +55,8 @@ func TestGRPC(t *testing.T) {
   ],
   "node": {
     "id": "orders-7f9c",
-    "cluster": "orders"
+    "cluster": "orders",
+    "locality": {}
   }
 }
 `,

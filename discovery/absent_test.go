@@ -40,11 +40,11 @@ func (f *clockFixture) metric(t *testing.T, name string) float64 {
 	return v
 }
 
-// subscribers maps each watched VIP to its subscribers.
+// subscribers maps each watched VIP to its references (streams holding it, here one name each).
 func (f *clockFixture) subscribers() map[string]int {
 	out := map[string]int{}
 	for _, w := range f.disc.Watched() {
-		out[w.Name] = w.Subscribers
+		out[w.Name] = w.References
 	}
 	return out
 }

@@ -177,9 +177,10 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 }
 
 // Acquire is called when a stream subscribes to a VIP's resource by name (a
-// cluster, its endpoints, or its gRPC listener or route, which share the
-// cluster's name). It returns once the VIP's resources, or their absence,
-// are in the cache, so the stream's answer is immediate.
+// cluster, its endpoints, or its gRPC listeners or route, which share the
+// cluster's name, and the bare VIP name of its other gRPC listener:
+// names.ParseResource). It returns once the VIP's resources, or their
+// absence, are in the cache, so the stream's answer is immediate.
 //
 // found reports whether the VIP exists (its cluster of that name may still
 // be absent: a .vip whose policy serves mutual TLS only). held reports
@@ -188,7 +189,7 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 // does not exist when MaxNotFound others that do not exist are held.
 func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bool) {
 	start := d.opts.Now()
-	name, secure, ok := names.ParseCluster(cluster)
+	name, secure, ok := names.ParseResource(cluster)
 	if !ok {
 		d.metrics.lookups.WithLabelValues(resultNotFound).Inc()
 		return false, false
@@ -240,7 +241,7 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bo
 // Release undoes one Acquire that held. A VIP no stream holds is forgotten
 // after the grace period (NotFoundGrace if it does not exist).
 func (d *Discovery) Release(cluster string) {
-	name, _, ok := names.ParseCluster(cluster)
+	name, _, ok := names.ParseResource(cluster)
 	if !ok {
 		return
 	}
@@ -257,7 +258,7 @@ func (d *Discovery) Release(cluster string) {
 // Found reports whether a VIP's name exists as of its latest lookup; false
 // for a VIP that is not watched.
 func (d *Discovery) Found(cluster string) bool {
-	name, _, ok := names.ParseCluster(cluster)
+	name, _, ok := names.ParseResource(cluster)
 	if !ok {
 		return false
 	}

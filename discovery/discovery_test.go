@@ -149,7 +149,7 @@ func TestConcurrentFirstSubscribersLookUpOnce(t *testing.T) {
 	if n := f.src.lookups.Load(); n != 1 {
 		t.Fatalf("%d lookups for 50 concurrent subscribers, want 1", n)
 	}
-	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 50 {
+	if w := f.disc.Watched(); len(w) != 1 || w[0].References != 50 {
 		t.Fatalf("watched = %+v, want payments with 50 subscribers", w)
 	}
 }
@@ -181,12 +181,12 @@ func TestReleaseIsBalanced(t *testing.T) {
 	f.disc.Acquire(context.Background(), "a.vip")
 	f.disc.Acquire(context.Background(), "a.vip")
 	f.disc.Release("a.vip")
-	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 1 {
+	if w := f.disc.Watched(); len(w) != 1 || w[0].References != 1 {
 		t.Fatalf("after one release: %+v, want 1 subscriber", w)
 	}
 	f.disc.Release("a.vip")
 	f.disc.Release("a.vip") // one too many: logged, not negative
-	if w := f.disc.Watched(); len(w) != 1 || w[0].Subscribers != 0 {
+	if w := f.disc.Watched(); len(w) != 1 || w[0].References != 0 {
 		t.Fatalf("after extra release: %+v, want 0 subscribers", w)
 	}
 }

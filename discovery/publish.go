@@ -12,6 +12,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/prisma-systems/xspace-mesh/names"
@@ -71,9 +72,9 @@ func (d *Discovery) lookup(v *vip) {
 }
 
 // proxylessGRPC reports whether a VIP is served to proxyless gRPC clients:
-// an API listener and a route configuration lead them to its plaintext
-// cluster. Only gRPC VIPs that allow plaintext are; for any other VIP the
-// listener and route are published as absent.
+// its API listeners and route configuration lead them to its plaintext
+// cluster. Only gRPC VIPs that allow plaintext are; to any other VIP the
+// listeners lead to a route configuration with no routes (unservedGRPC).
 func proxylessGRPC(svc registry.Service) bool {
 	p := svc.VIP.Policy.Normalize()
 	return p.Protocol == registry.GRPC && p.PlaintextAllowed()
@@ -92,28 +93,25 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 }
 
 // publish translates one VIP into its mutual-TLS cluster and, when its
-// policy allows plaintext, its plaintext cluster, with the API listener and
-// route configuration of proxyless gRPC for gRPC VIPs.
+// policy allows plaintext, its plaintext cluster, with the API listeners
+// and route configuration of proxyless gRPC.
 func (d *Discovery) publish(name string, svc registry.Service) {
 	d.setRoute(name, svc.VIP)
 	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc), nil)
 	plain := names.Cluster(name, false)
 	if !svc.VIP.Policy.PlaintextAllowed() {
-		d.update(name, append(grpcAbsent(plain), absentPair(plain)...))
+		d.update(name, append(unservedGRPC(name), absentPair(plain)...))
 		return
 	}
-	grpc := grpcAbsent(plain)
+	grpc := unservedGRPC(name)
 	if proxylessGRPC(svc) {
-		route, listener := translate.RouteConfiguration(svc.VIP), translate.APIListener(svc.VIP)
-		if err := validateAll(route, listener); err != nil {
+		route := translate.RouteConfiguration(svc.VIP)
+		if err := route.Validate(); err != nil {
 			d.metrics.translateErrors.Inc()
-			d.log.Error("API listener not published; gRPC clients keep the previous one", "vip", name, "error", fmt.Errorf("translate: %w", err))
+			d.log.Error("gRPC route not published; gRPC clients keep the previous one", "vip", name, "error", fmt.Errorf("translate: %w", err))
 			grpc = nil
 		} else {
-			grpc = []cache.Item{
-				{TypeURL: resource.RouteType, Name: route.GetName(), Msg: route},
-				{TypeURL: resource.ListenerType, Name: listener.GetName(), Msg: listener},
-			}
+			grpc = grpcItems(name, route)
 		}
 	}
 	d.publishPair(name, translate.Cluster(svc.VIP), translate.ClusterLoadAssignment(svc), grpc)
@@ -129,9 +127,29 @@ func validateAll(msgs ...interface{ Validate() error }) error {
 	return nil
 }
 
-// grpcAbsent are the tombstones of a plaintext cluster's API listener and route.
-func grpcAbsent(cluster string) []cache.Item {
-	return []cache.Item{{TypeURL: resource.RouteType, Name: cluster}, {TypeURL: resource.ListenerType, Name: cluster}}
+// grpcItems are what a proxyless gRPC client that dials a VIP receives:
+// the API listeners, then the route configuration they name. The
+// listeners go first because an item's version covers the items before
+// it: they never change, and must not be sent again when the route does.
+// They are published in the same step, so the route is there when a
+// client that received a listener asks for it.
+func grpcItems(name string, route *routev3.RouteConfiguration) []cache.Item {
+	var items []cache.Item
+	for _, l := range translate.APIListeners(name) {
+		items = append(items, cache.Item{TypeURL: resource.ListenerType, Name: l.GetName(), Msg: l})
+	}
+	return append(items, cache.Item{TypeURL: resource.RouteType, Name: route.GetName(), Msg: route})
+}
+
+// unservedGRPC are the API listeners and route configuration of a VIP not
+// served to proxyless gRPC clients (it does not exist, is not a gRPC VIP,
+// or serves mutual TLS only). They are real resources, not tombstones: a
+// state-of-the-world client never learns that a name it never received
+// does not exist (see cache.CreateWatch), so it would wait 15 s or its
+// call's deadline; given a route with no routes, it fails each call at
+// once, and succeeds once the VIP is served under the same names.
+func unservedGRPC(name string) []cache.Item {
+	return grpcItems(name, translate.UnservedRouteConfiguration(name))
 }
 
 // publishPair puts a Cluster and its ClusterLoadAssignment in the cache in
@@ -140,7 +158,7 @@ func grpcAbsent(cluster string) []cache.Item {
 // to finish warming it. A pair that does not validate keeps its previous
 // resources.
 //
-// grpc (the route configuration and API listener, or their tombstones) is
+// grpc (the route configuration and API listeners, served or not) is
 // published in the same step, so a gRPC client that receives the listener
 // finds everything it leads to. It goes first: an item's version covers the
 // items before it, and listing it after the pair would re-send the listener
@@ -164,7 +182,7 @@ func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *en
 func (d *Discovery) publishAbsent(name string) {
 	d.setRoute(name, registry.VIP{})
 	plain := names.Cluster(name, false)
-	d.update(name, append(grpcAbsent(plain), absentPair(plain)...))
+	d.update(name, append(unservedGRPC(name), absentPair(plain)...))
 	d.update(name, absentPair(names.Cluster(name, true)))
 }
 
@@ -187,9 +205,10 @@ func (d *Discovery) unpublish(name string) {
 		d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
 		d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
 	}
-	plain := names.Cluster(name, false)
-	d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: plain})
-	d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: plain})
+	d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: names.Cluster(name, false)})
+	for _, l := range names.APIListeners(name) {
+		d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: l})
+	}
 }
 
 // routesInterval is the least time between two publications of the
@@ -263,10 +282,14 @@ func (d *Discovery) publishRoutes() {
 
 // WatchedVIP is discovery's view of one VIP, for debug endpoints.
 type WatchedVIP struct {
-	Name        string
-	Subscribers int
-	Found       bool
-	Err         error
+	Name string
+	// References counts the Acquires not yet released: one per stream,
+	// resource type and name holding the VIP (a proxyless gRPC client
+	// holds four, an Envoy sidecar two). The streams themselves are the
+	// xDS server's to count.
+	References int
+	Found      bool
+	Err        error
 }
 
 // Watched lists the VIPs discovery currently watches.
@@ -282,7 +305,7 @@ func (d *Discovery) Watched() []WatchedVIP {
 	out := make([]WatchedVIP, 0, len(vips))
 	for i, v := range vips {
 		v.resolveMu.Lock()
-		out = append(out, WatchedVIP{Name: v.name, Subscribers: refs[i], Found: v.found, Err: v.err})
+		out = append(out, WatchedVIP{Name: v.name, References: refs[i], Found: v.found, Err: v.err})
 		v.resolveMu.Unlock()
 	}
 	return out

@@ -80,6 +80,37 @@ func ParseCluster(name string) (vip string, secure bool, ok bool) {
 	return vip, secure, true
 }
 
+// ownPrefix starts the names of the mesh's own resources (sidecar.go),
+// which are DNS labels as VIP names are.
+const ownPrefix = "xspace-"
+
+// APIListeners returns the names of a VIP's API listeners, the listener
+// names proxyless gRPC clients ask for when they dial "xds:///<vip>.vip"
+// and "xds:///<vip>": the cluster name, and the bare VIP name unless it
+// starts with "xspace-", where it could be one of a sidecar's own
+// listeners ("xspace-outbound-15001").
+func APIListeners(vip string) []string {
+	if strings.HasPrefix(vip, ownPrefix) {
+		return []string{Cluster(vip, false)}
+	}
+	return []string{vip, Cluster(vip, false)}
+}
+
+// ParseResource returns the VIP a resource name belongs to, and whether
+// it is the VIP's secure cluster: a cluster name (ParseCluster), which also
+// names the VIP's endpoints, route configuration and API listener, or the
+// bare name of its other API listener (APIListeners). ok is false for any
+// other name.
+func ParseResource(name string) (vip string, secure bool, ok bool) {
+	if vip, secure, ok := ParseCluster(name); ok {
+		return vip, secure, true
+	}
+	if ValidateVIP(name) != nil || strings.HasPrefix(name, ownPrefix) {
+		return "", false, false
+	}
+	return name, false, true
+}
+
 // ClusterForAuthority maps a request authority (Host header) to the cluster
 // a sidecar routes it to: the port is stripped; "payments" and
 // "payments.vip" map to "payments.vip", "payments.svip" to "payments.svip".

@@ -49,6 +49,55 @@ func TestParseCluster(t *testing.T) {
 	}
 }
 
+func TestParseResource(t *testing.T) {
+	tests := []struct {
+		name   string
+		vip    string
+		secure bool
+		ok     bool
+	}{
+		{"payments.vip", "payments", false, true},
+		{"payments.svip", "payments", true, true},
+		{"payments", "payments", false, true}, // the bare API listener
+		{"xspace-outbound-15001", "", false, false},
+		{"xspace-pay.vip", "xspace-pay", false, true},
+		{"Payments", "", false, false},
+		{"a.b", "", false, false},
+		{"", "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vip, secure, ok := ParseResource(tt.name)
+			if vip != tt.vip || secure != tt.secure || ok != tt.ok {
+				t.Errorf("ParseResource(%q) = %q, %v, %v; want %q, %v, %v", tt.name, vip, secure, ok, tt.vip, tt.secure, tt.ok)
+			}
+		})
+	}
+}
+
+// TestAPIListeners: every API listener name parses back to its VIP, and
+// none is one of a sidecar's own listeners.
+func TestAPIListeners(t *testing.T) {
+	for _, tt := range []struct {
+		vip  string
+		want []string
+	}{
+		{"payments", []string{"payments", "payments.vip"}},
+		{OutboundListener(15001), []string{OutboundListener(15001) + ".vip"}},
+		{InboundListener(8443, 8080), []string{InboundListener(8443, 8080) + ".vip"}},
+	} {
+		got := APIListeners(tt.vip)
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("APIListeners(%q) = %v, want %v", tt.vip, got, tt.want)
+		}
+		for _, name := range got {
+			if vip, secure, ok := ParseResource(name); vip != tt.vip || secure || !ok {
+				t.Errorf("ParseResource(%q) = %q, %v, %v; want %q", name, vip, secure, ok, tt.vip)
+			}
+		}
+	}
+}
+
 func TestClusterForAuthority(t *testing.T) {
 	tests := []struct {
 		authority string

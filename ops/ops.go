@@ -16,6 +16,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
@@ -128,6 +129,23 @@ func (d Deps) proxies(w http.ResponseWriter, _ *http.Request) {
 	api.WriteJSON(w, http.StatusOK, api.ProxyList{Proxies: out})
 }
 
+// subscribers counts, per VIP, the connected streams that hold any of its
+// names (its clusters, endpoints, and a proxyless gRPC client's listeners
+// and route): a client is one subscriber however many of them it holds.
+func (d Deps) subscribers() map[string]int {
+	out := map[string]int{}
+	for _, p := range d.Proxies.Proxies() {
+		seen := map[string]bool{}
+		for _, name := range p.Clusters {
+			if vip, _, ok := names.ParseResource(name); ok && !seen[vip] {
+				seen[vip] = true
+				out[vip]++
+			}
+		}
+	}
+	return out
+}
+
 // vips merges the registry's VIPs with discovery's view. It lists the
 // world, which is fine for a debug endpoint and never done on the xDS path.
 func (d Deps) vips(w http.ResponseWriter, r *http.Request) {
@@ -159,13 +177,14 @@ func (d Deps) vipStats(ctx context.Context) ([]api.VIPStat, error) {
 		}
 		byName[v.Name] = s
 	}
+	subscribers := d.subscribers()
 	for _, wv := range d.VIPs.Watched() {
 		s := byName[wv.Name]
 		if s == nil { // subscribed to but not registered
 			s = &api.VIPStat{Name: wv.Name}
 			byName[wv.Name] = s
 		}
-		s.Watched, s.Subscribers = true, wv.Subscribers
+		s.Watched, s.Subscribers = true, subscribers[wv.Name]
 	}
 	out := make([]api.VIPStat, 0, len(byName))
 	for _, s := range byName {

@@ -1,15 +1,20 @@
 package ops
 
 import (
-	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
@@ -21,6 +26,14 @@ import (
 
 func newServer(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *discovery.Discovery) {
 	t.Helper()
+	srv, store, disc, _ := newServerWithXDS(t, ready)
+	return srv, store, disc
+}
+
+// newServerWithXDS is newServer with the xDS server serving on loopback; it
+// also returns a connection to it.
+func newServerWithXDS(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *discovery.Discovery, *grpc.ClientConn) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	store, err := embedded.Open(t.TempDir(), embedded.Options{Registerer: reg})
 	if err != nil {
@@ -29,7 +42,21 @@ func newServer(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *di
 	t.Cleanup(func() { _ = store.Close() })
 	c := cache.New(server.Types...)
 	disc := discovery.New(store, c, discovery.Options{Registerer: reg})
+	go disc.Run(t.Context())
 	xds := server.New(t.Context(), c, disc, server.Options{Registerer: reg})
+	g := grpc.NewServer()
+	xds.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
 	h := Handler(Deps{
 		API: api.NewHandler(store, nil), Gatherer: reg, Store: store, Proxies: xds, VIPs: disc,
 		Config: map[string]string{"data_dir": "x"},
@@ -40,7 +67,7 @@ func newServer(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *di
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv, store, disc
+	return srv, store, disc, conn
 }
 
 func get(t *testing.T, method, url string) (int, string) {
@@ -69,9 +96,13 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
+// TestDebugVIPsMergesRegistryAndDiscovery: /debug/vips lists registered
+// and watched VIPs, and counts as one subscriber each client holding any
+// of a VIP's names: a proxyless gRPC client holds four (listener, route,
+// cluster, endpoints) and an Envoy sidecar two, on one stream each.
 func TestDebugVIPsMergesRegistryAndDiscovery(t *testing.T) {
-	srv, store, disc := newServer(t, true)
-	ctx := context.Background()
+	srv, store, _, conn := newServerWithXDS(t, true)
+	ctx := t.Context()
 	for _, in := range []registry.Instance{
 		{VIP: "payments", ID: "p1", Address: "10.0.0.1", Port: 80},
 		{VIP: "payments", ID: "p2", Address: "10.0.0.2", Port: 80, Status: registry.StatusDown},
@@ -80,8 +111,15 @@ func TestDebugVIPsMergesRegistryAndDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	disc.Acquire(ctx, "payments.vip")
-	disc.Acquire(ctx, "ghost.vip")
+	proxyless := openStream(t, conn, "orders-grpc")
+	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+		proxyless.hold(t, typ, "payments.vip")
+	}
+	proxyless.hold(t, resource.ListenerType, "payments.vip", "payments")
+	sidecar := openStream(t, conn, "orders-1")
+	sidecar.hold(t, resource.ClusterType, "payments.vip", "ghost.vip")
+	sidecar.hold(t, resource.EndpointType, "payments.vip")
+
 	code, body := get(t, "GET", srv.URL+api.VIPStatsPath)
 	var got api.VIPStatList
 	if err := json.Unmarshal([]byte(body), &got); err != nil || code != 200 {
@@ -89,10 +127,45 @@ func TestDebugVIPsMergesRegistryAndDiscovery(t *testing.T) {
 	}
 	want := []api.VIPStat{
 		{Name: "ghost", Watched: true, Subscribers: 1},
-		{Name: "payments", Instances: 2, Routable: 1, Subscribers: 1, Watched: true},
+		{Name: "payments", Instances: 2, Routable: 1, Subscribers: 2, Watched: true},
 	}
 	if len(got.VIPs) != 2 || got.VIPs[0] != want[0] || got.VIPs[1] != want[1] {
 		t.Fatalf("debug vips = %+v, want %+v", got.VIPs, want)
+	}
+}
+
+// sotwStream is a state-of-the-world ADS stream, as gRPC clients open.
+type sotwStream struct {
+	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *corev3.Node
+}
+
+func openStream(t *testing.T, conn *grpc.ClientConn, nodeID string) *sotwStream {
+	t.Helper()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sotwStream{stream: stream, node: &corev3.Node{Id: nodeID, Cluster: "orders"}}
+}
+
+// hold subscribes to names of a type and waits for the answer, which comes
+// once the server holds them.
+func (s *sotwStream) hold(t *testing.T, typeURL string, names ...string) {
+	t.Helper()
+	req := &discoveryv3.DiscoveryRequest{Node: s.node, TypeUrl: typeURL, ResourceNames: names}
+	s.node = nil
+	if err := s.stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.stream.Recv()
+	if err != nil || resp.GetTypeUrl() != typeURL {
+		t.Fatalf("subscribe %s %v: %v, %v", typeURL, names, resp.GetTypeUrl(), err)
+	}
+	if err := s.stream.Send(&discoveryv3.DiscoveryRequest{
+		TypeUrl: typeURL, ResourceNames: names, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -44,8 +44,10 @@ is copied in: write a new bootstrap and restart Envoy before it expires.
 The admin interface listens on 127.0.0.1:--admin-port only.
 
 With --grpc, write instead the xDS bootstrap JSON that gRPC's xds:///
-resolver reads, so that a service calls a VIP with no sidecar: it dials
-"xds:///payments.vip". Point gRPC at the file with $GRPC_XDS_BOOTSTRAP.
+resolver reads (grpc-go and Node's @grpc/grpc-js-xds accept it as it is),
+so that a service calls a VIP with no sidecar: it dials
+"xds:///payments.vip" or "xds:///payments". Point gRPC at the file with
+$GRPC_XDS_BOOTSTRAP.
 --instance defaults to "<service>-grpc"; the connection is plaintext and
 carries no token, so meshd must allow unauthenticated streams.
 

@@ -217,6 +217,7 @@ func grpcBootstrapJSON(xds, id, cluster string) map[string]any {
 			"channel_creds":   []any{map[string]any{"type": "insecure"}},
 			"server_features": []any{"xds_v3"},
 		}},
-		"node": map[string]any{"id": id, "cluster": cluster},
+		// locality, even empty, is what grpc-js-xds requires.
+		"node": map[string]any{"id": id, "cluster": cluster, "locality": map[string]any{}},
 	}
 }

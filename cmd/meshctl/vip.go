@@ -107,6 +107,7 @@ func (a *app) applyVIPs(cmd *cobra.Command, file string, docs [][]byte) error {
 		stored = append(stored, v)
 		if a.output == "table" {
 			fmt.Fprintf(a.stdout, "vip/%s %s\n", v.Name, map[bool]string{true: "created", false: "configured"}[created])
+			a.printProxylessNotes(v.Policy)
 		}
 	}
 	if a.output == "table" {
@@ -177,7 +178,9 @@ func (a *app) vipGetCommand() *cobra.Command {
 		Use:   "get NAME",
 		Short: "Show a VIP's policy in force",
 		Long: `Show the policy in force for VIP NAME, defaults filled in. -o yaml prints a
-document that "meshctl vip apply -f" accepts back.`,
+document that "meshctl vip apply -f" accepts back. For a grpc VIP, the table
+is followed by what proxyless gRPC clients get where they lack what the
+policy asks for (they are served the nearest thing they have).`,
 		Example: `  meshctl vip get payments
   meshctl vip get payments -o yaml > payments.yaml`,
 		Args: cobra.ExactArgs(1),
@@ -186,8 +189,27 @@ document that "meshctl vip apply -f" accepts back.`,
 			if err != nil {
 				return err
 			}
-			return a.emit(v, vipTable([]registry.VIP{v}))
+			if err := a.emit(v, vipTable([]registry.VIP{v})); err != nil {
+				return err
+			}
+			if a.output == "table" {
+				a.printProxylessNotes(v.Policy)
+			}
+			return nil
 		}),
+	}
+}
+
+// printProxylessNotes prints, under a VIP, what proxyless gRPC clients get
+// instead of what its policy asks (registry.Policy.ProxylessNotes).
+func (a *app) printProxylessNotes(p registry.Policy) {
+	notes := p.ProxylessNotes()
+	if len(notes) == 0 {
+		return
+	}
+	fmt.Fprintln(a.stdout, "  proxyless gRPC clients:")
+	for _, n := range notes {
+		fmt.Fprintf(a.stdout, "    %s\n", n)
 	}
 }
 

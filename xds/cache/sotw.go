@@ -22,9 +22,21 @@ type sotwWatch struct {
 // without delta). A response carries every subscribed resource that exists;
 // its version is a hash of the subscribed names and their resource versions,
 // so subscribing to a name that does not exist still changes the version
-// and is answered: for full-state types (clusters, listeners) its absence
-// from the response tells the client it does not exist. A NACK is not
-// answered with the same content again; the stream waits for a change.
+// and is answered. A NACK is not answered with the same content again; the
+// stream waits for a change.
+//
+// State of the world has no way to say "this name does not exist" about a
+// name the client never received. For full-state types (listeners,
+// clusters) absence from a response means "deleted" only for a resource
+// the client already holds: grpc-go ("its absence from the response does
+// not necessarily indicate that the resource does not exist ... we rely on
+// the request timeout instead", internal/xds/clients/xdsclient/authority.go)
+// and grpc-js-xds (xds-client.ts: resources with no cached value "are
+// handled by the resource timer") both ignore a name they never had, and
+// give up on it only after their 15-second does-not-exist timer (gRFC A57),
+// or, in grpc-js, at the call's deadline. So that proxyless clients fail
+// fast, discovery answers a VIP's listener name with a real listener whose
+// route has no routes while the VIP is not served to them.
 func (c *Cache) CreateWatch(req *gcpcache.Request, sub gcpcache.Subscription, ch chan gcpcache.Response) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -41,7 +41,7 @@ func TestDeltaAndSotwStreamsSideBySide(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(m.srv.Proxies()) == 1 })
-	if w := watched(m, "payments"); w == nil || w.Subscribers != 1 {
+	if w := watched(m, "payments"); w == nil || w.References != 1 {
 		t.Fatalf("after the sotw stream closed: %+v, want the delta stream's 1 subscriber", w)
 	}
 	// The delta stream lives on and keeps receiving changes.
@@ -119,13 +119,13 @@ func TestUnknownNamesAreBoundedPerStream(t *testing.T) {
 			t.Fatalf("%s: removed %v, want it answered as absent", name, r.GetRemovedResources())
 		}
 	}
-	subscribers := map[string]int{}
+	refs := map[string]int{}
 	for _, v := range m.disc.Watched() {
-		subscribers[v.Name] = v.Subscribers
+		refs[v.Name] = v.References
 	}
 	want := map[string]int{"a": 2, "ghost-1": 0, "ghost-2": 0, "ghost-3": 0, "ghost-4": 1, "ghost-5": 1, "ghost-6": 1}
-	if !maps.Equal(subscribers, want) {
-		t.Fatalf("subscribers per VIP = %v, want %v (the three newest unknown names and a)", subscribers, want)
+	if !maps.Equal(refs, want) {
+		t.Fatalf("references per VIP = %v, want %v (the three newest unknown names and a)", refs, want)
 	}
 	if got := metricValue(t, m.reg, "xspace_xds_unknown_names_dropped_total", "type", "cds"); got != 3 {
 		t.Fatalf("dropped = %v, want 3", got)

@@ -96,7 +96,7 @@ func TestStreamCloseReleasesAndGraceForgets(t *testing.T) {
 	c.recv()
 	c.subscribe(eds, "payments.vip")
 	c.recv()
-	if w := watched(m, "payments"); w == nil || w.Subscribers != 2 {
+	if w := watched(m, "payments"); w == nil || w.References != 2 {
 		t.Fatalf("watched payments = %+v, want 2 subscribers (CDS and EDS)", w)
 	}
 	if got := m.srv.Proxies(); len(got) != 1 || got[0].NodeID != "orders-1" || got[0].Service != "orders" ||
@@ -104,7 +104,7 @@ func TestStreamCloseReleasesAndGraceForgets(t *testing.T) {
 		t.Fatalf("proxies = %+v", got)
 	}
 	c.cancel()
-	waitFor(t, func() bool { w := watched(m, "payments"); return w != nil && w.Subscribers == 0 })
+	waitFor(t, func() bool { w := watched(m, "payments"); return w != nil && w.References == 0 })
 	if len(m.srv.Proxies()) != 0 {
 		t.Fatalf("closed stream still listed: %+v", m.srv.Proxies())
 	}
@@ -160,10 +160,10 @@ func TestStateOfTheWorld(t *testing.T) {
 	}
 }
 
-func watched(m *mesh, name string) *struct{ Subscribers int } {
+func watched(m *mesh, name string) *struct{ References int } {
 	for _, w := range m.disc.Watched() {
 		if w.Name == name {
-			return &struct{ Subscribers int }{w.Subscribers}
+			return &struct{ References int }{w.References}
 		}
 	}
 	return nil

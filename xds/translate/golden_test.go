@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	gocmp "github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -69,7 +70,7 @@ func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 	return map[string][]byte{
 		files[0]: resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
 		files[1]: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
-		files[2]: resourcesYAML(t, APIListener(c.svc.VIP)),
+		files[2]: resourcesYAML(t, listeners(APIListeners(c.svc.VIP.Name))...),
 		// The proxyless gRPC route, and the outbound routes every sidecar
 		// gets while this VIP is watched.
 		files[3]: resourcesYAML(t, RouteConfiguration(c.svc.VIP), OutboundRouteConfiguration([]registry.VIP{c.svc.VIP})),
@@ -97,6 +98,14 @@ func TestGolden(t *testing.T) {
 		}
 		compareGolden(t, files)
 	})
+	t.Run("unserved", func(t *testing.T) {
+		// What a proxyless gRPC client is told about a VIP it is not
+		// served (unknown, not grpc, or mutual TLS only): the VIP's API
+		// listeners (as any case's) and a route configuration with no routes.
+		files := map[string][]byte{"unserved.routes.yaml": resourcesYAML(t, UnservedRouteConfiguration("ghost"))}
+		want["unserved.routes.yaml"] = true
+		compareGolden(t, files)
+	})
 	checkStale(t, want)
 }
 
@@ -113,6 +122,15 @@ func sidecarFiles(t *testing.T, cases []goldenCase) map[string][]byte {
 		"sidecar.clusters.yaml":  resourcesYAML(t, LocalAppCluster(8080)),
 		"sidecar.routes.yaml":    resourcesYAML(t, OutboundRouteConfiguration(vips)),
 	}
+}
+
+// listeners widens a listener list for resourcesYAML.
+func listeners(ls []*listenerv3.Listener) []proto.Message {
+	out := make([]proto.Message, len(ls))
+	for i, l := range ls {
+		out[i] = l
+	}
+	return out
 }
 
 // compareGolden compares rendered files with testdata/out, or rewrites them

@@ -10,43 +10,69 @@ import (
 )
 
 // RouteConfiguration returns the route configuration "<vip>.vip"
-// (names.Cluster(v.Name, false)) named by APIListener: one virtual host that
-// sends every request to the VIP's plaintext cluster with the VIP's request
-// timeout, retry policy and, for ring_hash and maglev, what to hash
-// (grpcHashPolicy).
+// (names.Cluster(v.Name, false)) that a VIP's API listeners name: one
+// virtual host that sends every call to the VIP's plaintext cluster with
+// what of the VIP's policy gRPC clients apply per call. Only proxyless gRPC
+// clients receive it (Envoy sidecars route with OutboundRouteConfiguration),
+// so it says things the way gRPC reads them:
+//
+//   - The request timeout is max_stream_duration (gRFC A31): gRPC ignores
+//     RouteAction.timeout. It bounds a call from its start, streaming calls
+//     included, and never extends the application's own deadline. A request
+//     timeout of 0 sets none.
+//   - The retry policy lists only the conditions gRPC honours (gRFC A44,
+//     registry.GRPCRetryConditions), at most registry.MaxGRPCRetries
+//     retries; with none of those conditions, or no retries, there is no
+//     retry policy (num_retries 0 is invalid for gRPC). gRPC has no
+//     per_try_timeout.
+//   - ring_hash and maglev VIPs hash what grpcHashPolicy says.
 //
 // The virtual host's domains are the VIP name and the cluster name, each
 // also with any port. gRPC picks the virtual host whose domains match the
 // authority of the target it dialled ("payments.vip" for
-// "xds:///payments.vip"), preferring an exact match to a port wildcard.
-//
-// gRPC understands only the gRPC retry conditions in retry_on (cancelled,
-// deadline-exceeded, internal, resource-exhausted, unavailable) and ignores
-// the rest; Envoy understands both kinds. gRPC ignores per_try_timeout.
+// "xds:///payments.vip", "payments" for "xds:///payments"), preferring an
+// exact match to a port wildcard.
 func RouteConfiguration(v registry.VIP) *routev3.RouteConfiguration {
 	p := v.Policy.Normalize()
-	name := names.Cluster(v.Name, false)
+	action := &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: names.Cluster(v.Name, false)},
+		RetryPolicy:      grpcRetryPolicy(p.Retries),
+		HashPolicy:       grpcHashPolicy(p),
+	}
+	if p.Timeouts.Request > 0 {
+		action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(p.Timeouts.Request)}
+	}
+	rc := UnservedRouteConfiguration(v.Name)
+	rc.VirtualHosts[0].Routes = []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
+		Action: &routev3.Route_Route{Route: action},
+	}}
+	return rc
+}
+
+// UnservedRouteConfiguration is the route configuration "<vip>.vip" of a
+// VIP that proxyless gRPC clients are not served: one that does not exist,
+// is not a gRPC VIP, or serves mutual TLS only. Its virtual host matches
+// the VIP's names and has no routes, so a client fails each call at once
+// with UNAVAILABLE (grpc-go: "no matched route was found"; grpc-js: "Failed
+// to route call"), even a call that waits for ready, instead of waiting for
+// its does-not-exist timer or the call's deadline (see cache.CreateWatch).
+// When the VIP becomes served, RouteConfiguration replaces it under the same
+// name and the same clients' calls succeed.
+func UnservedRouteConfiguration(vip string) *routev3.RouteConfiguration {
+	name := names.Cluster(vip, false)
 	return &routev3.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    name,
-			Domains: []string{v.Name, v.Name + ":*", name, name + ":*"},
-			Routes: []*routev3.Route{{
-				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
-					Timeout:          duration(p.Timeouts.Request),
-					RetryPolicy:      retryPolicy(p.Retries),
-					HashPolicy:       grpcHashPolicy(p),
-				}},
-			}},
+			Domains: []string{vip, vip + ":*", name, name + ":*"},
 		}},
 	}
 }
 
-// retryPolicy maps a normalized retry policy to a route's: attempts are the
-// retries after the first try, conditions are joined as Envoy's
-// x-envoy-retry-on header would list them.
+// retryPolicy maps a normalized retry policy to a route's, for Envoy:
+// attempts are the retries after the first try, conditions are joined as
+// Envoy's x-envoy-retry-on header would list them.
 func retryPolicy(r registry.Retries) *routev3.RetryPolicy {
 	rp := &routev3.RetryPolicy{
 		RetryOn:    strings.Join(r.On, ","),
@@ -56,4 +82,17 @@ func retryPolicy(r registry.Retries) *routev3.RetryPolicy {
 		rp.PerTryTimeout = duration(r.PerTry)
 	}
 	return rp
+}
+
+// grpcRetryPolicy maps a normalized retry policy to what gRPC clients
+// apply (see RouteConfiguration); nil when they would not retry.
+func grpcRetryPolicy(r registry.Retries) *routev3.RetryPolicy {
+	on := r.ProxylessRetryConditions()
+	if r.Attempts == 0 || len(on) == 0 {
+		return nil
+	}
+	return &routev3.RetryPolicy{
+		RetryOn:    strings.Join(on, ","),
+		NumRetries: u32(min(r.Attempts, registry.MaxGRPCRetries)),
+	}
 }
