@@ -122,6 +122,11 @@ type goClient struct {
 	builder resolver.Builder
 	mu      sync.Mutex
 	conns   map[string]testgrpc.TestServiceClient
+	// closers close the channels, once the whole table ran: a channel
+	// closed between scenarios can make grpc-go's xDS client NACK a
+	// response still in flight with "xdsChannel is closed", which is no
+	// rejection of meshd's resources but would count as one.
+	closers []func() error
 }
 
 func newGoClient(t *testing.T, bootstrap []byte) *goClient {
@@ -130,7 +135,13 @@ func newGoClient(t *testing.T, bootstrap []byte) *goClient {
 	if err != nil {
 		t.Fatalf("grpc-go refuses the bootstrap: %v", err)
 	}
-	return &goClient{builder: b, conns: map[string]testgrpc.TestServiceClient{}}
+	c := &goClient{builder: b, conns: map[string]testgrpc.TestServiceClient{}}
+	t.Cleanup(func() {
+		for _, closeConn := range c.closers {
+			_ = closeConn()
+		}
+	})
+	return c
 }
 
 func (c *goClient) client(t *testing.T, target string) testgrpc.TestServiceClient {
@@ -143,7 +154,7 @@ func (c *goClient) client(t *testing.T, target string) testgrpc.TestServiceClien
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
+	c.closers = append(c.closers, conn.Close)
 	c.conns[target] = testgrpc.NewTestServiceClient(conn)
 	return c.conns[target]
 }
