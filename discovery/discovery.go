@@ -93,14 +93,7 @@ type Discovery struct {
 	dirty   map[string]struct{}
 	wakeup  chan struct{}
 
-	// routesMu orders publications of the outbound route configuration;
-	// routes are the watched VIPs whose policy needs a route of its own,
-	// routesAt is when it was last published, routesPending says a
-	// publication is scheduled.
-	routesMu      sync.Mutex
-	routes        map[string]registry.VIP
-	routesAt      time.Time
-	routesPending bool
+	routes *outboundRoutes
 }
 
 // vip is the state of one watched VIP.
@@ -162,7 +155,7 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Discovery{
+	d := &Discovery{
 		src:        src,
 		pub:        pub,
 		log:        opts.Logger.With("component", "discovery"),
@@ -172,8 +165,16 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		idleAbsent: list.New(),
 		dirty:      make(map[string]struct{}),
 		wakeup:     make(chan struct{}, 1),
-		routes:     make(map[string]registry.VIP),
 	}
+	d.routes = &outboundRoutes{
+		pub: pub, now: opts.Now, routes: make(map[string]registry.VIP),
+		after: func(wait time.Duration, fn func()) { time.AfterFunc(wait, fn) },
+		failed: func(err error) {
+			d.metrics.translateErrors.Inc()
+			d.log.Error("outbound routes not published; sidecars keep the previous ones", "error", err)
+		},
+	}
+	return d
 }
 
 // Acquire is called when a stream subscribes to a VIP's resource by name (a
@@ -293,9 +294,9 @@ func (d *Discovery) markDirty(name string) {
 
 // Run processes registry changes and forgets idle VIPs until ctx ends.
 func (d *Discovery) Run(ctx context.Context) {
-	d.routesMu.Lock()
-	d.publishRoutes()
-	d.routesMu.Unlock()
+	d.routes.mu.Lock()
+	d.routes.publish()
+	d.routes.mu.Unlock()
 	sweep := time.NewTicker(min(d.opts.Grace/4, d.opts.NotFoundGrace/4, 10*time.Second))
 	defer sweep.Stop()
 	for {

@@ -4,18 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"reflect"
-	"slices"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-
-	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
@@ -63,21 +54,10 @@ func (d *Discovery) lookup(v *vip) {
 	}
 	v.err, v.failures = nil, 0
 	if err != nil { // not found
-		v.last, v.found = registry.Service{}, false
-		d.publishAbsent(v.name)
-		return
+		svc = registry.Service{}
 	}
-	v.last, v.found = svc, true
-	d.publish(v.name, svc)
-}
-
-// proxylessGRPC reports whether a VIP is served to proxyless gRPC clients:
-// its API listeners and route configuration lead them to its plaintext
-// cluster. Only gRPC VIPs that allow plaintext are; to any other VIP the
-// listeners lead to a route configuration with no routes (unservedGRPC).
-func proxylessGRPC(svc registry.Service) bool {
-	p := svc.VIP.Policy.Normalize()
-	return p.Protocol == registry.GRPC && p.PlaintextAllowed()
+	v.last, v.found = svc, err == nil
+	d.publish(v.name, translate.VIP(v.name, svc, v.found))
 }
 
 // retryAfter is the backoff after n consecutive failures: doubling from
@@ -92,191 +72,39 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 	return time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
 }
 
-// publish translates one VIP into its mutual-TLS cluster and, when its
-// policy allows plaintext, its plaintext cluster, with the API listeners
-// and route configuration of proxyless gRPC.
-func (d *Discovery) publish(name string, svc registry.Service) {
-	d.setRoute(name, svc.VIP)
-	d.publishPair(name, translate.SecureCluster(svc.VIP), translate.SecureClusterLoadAssignment(svc), nil)
-	plain := names.Cluster(name, false)
-	if !svc.VIP.Policy.PlaintextAllowed() {
-		d.update(name, append(unservedGRPC(name), absentPair(plain)...))
-		return
-	}
-	grpc := unservedGRPC(name)
-	if proxylessGRPC(svc) {
-		route := translate.RouteConfiguration(svc.VIP)
-		if err := route.Validate(); err != nil {
+// publish puts what a VIP yields in the cache, set by set; a set that
+// could not be translated in full is counted and logged, and what it has
+// published.
+func (d *Discovery) publish(name string, y translate.Yield) {
+	d.routes.set(name, y.OwnRoute)
+	for _, set := range y.Sets {
+		if set.Err != nil {
 			d.metrics.translateErrors.Inc()
-			d.log.Error("gRPC route not published; gRPC clients keep the previous one", "vip", name, "error", fmt.Errorf("translate: %w", err))
-			grpc = nil
-		} else {
-			grpc = grpcItems(name, route)
+			d.log.Error("VIP not fully published; proxies keep the previous resources of what failed", "vip", name, "error", fmt.Errorf("translate: %w", set.Err))
+		}
+		if len(set.Resources) == 0 {
+			continue
+		}
+		if err := d.pub.Update(items(set.Resources)...); err != nil {
+			d.log.Error("publishing", "vip", name, "error", err)
 		}
 	}
-	d.publishPair(name, translate.Cluster(svc.VIP), translate.ClusterLoadAssignment(svc), grpc)
 }
 
-// validateAll returns the first error of resources' own validation.
-func validateAll(msgs ...interface{ Validate() error }) error {
-	for _, m := range msgs {
-		if err := m.Validate(); err != nil {
-			return err
-		}
+// items are translated resources as the cache takes them.
+func items(rs []translate.Resource) []cache.Item {
+	out := make([]cache.Item, len(rs))
+	for i, r := range rs {
+		out[i] = cache.Item{TypeURL: r.TypeURL, Name: r.Name, Msg: r.Msg}
 	}
-	return nil
-}
-
-// grpcItems are what a proxyless gRPC client that dials a VIP receives:
-// the API listeners, then the route configuration they name. The
-// listeners go first because an item's version covers the items before
-// it: they never change, and must not be sent again when the route does.
-// They are published in the same step, so the route is there when a
-// client that received a listener asks for it.
-func grpcItems(name string, route *routev3.RouteConfiguration) []cache.Item {
-	var items []cache.Item
-	for _, l := range translate.APIListeners(name) {
-		items = append(items, cache.Item{TypeURL: resource.ListenerType, Name: l.GetName(), Msg: l})
-	}
-	return append(items, cache.Item{TypeURL: resource.RouteType, Name: route.GetName(), Msg: route})
-}
-
-// unservedGRPC are the API listeners and route configuration of a VIP not
-// served to proxyless gRPC clients (it does not exist, is not a gRPC VIP,
-// or serves mutual TLS only). They are real resources, not tombstones: a
-// state-of-the-world client never learns that a name it never received
-// does not exist (see cache.CreateWatch), so it would wait 15 s or its
-// call's deadline; given a route with no routes, it fails each call at
-// once, and succeeds once the VIP is served under the same names.
-func unservedGRPC(name string) []cache.Item {
-	return grpcItems(name, translate.UnservedRouteConfiguration(name))
-}
-
-// publishPair puts a Cluster and its ClusterLoadAssignment in the cache in
-// one step: the endpoints are ready before any proxy receives the cluster,
-// and a changed cluster also gets a new endpoints version, which Envoy needs
-// to finish warming it. A pair that does not validate keeps its previous
-// resources.
-//
-// grpc (the route configuration and API listeners, served or not) is
-// published in the same step, so a gRPC client that receives the listener
-// finds everything it leads to. It goes first: an item's version covers the
-// items before it, and listing it after the pair would re-send the listener
-// and route to every gRPC client on each endpoint change.
-func (d *Discovery) publishPair(name string, cluster *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, grpc []cache.Item) {
-	err := validateAll(cluster, cla)
-	if err == nil {
-		err = d.pub.Update(append(grpc,
-			cache.Item{TypeURL: resource.ClusterType, Name: cluster.GetName(), Msg: cluster},
-			cache.Item{TypeURL: resource.EndpointType, Name: cla.GetClusterName(), Msg: cla},
-		)...)
-	}
-	if err != nil {
-		d.metrics.translateErrors.Inc()
-		d.log.Error("VIP not published; proxies keep its previous resources", "vip", name, "error", fmt.Errorf("translate: %w", err))
-	}
-}
-
-// publishAbsent records that a VIP's resources do not exist, so
-// subscribers are told at once and told again if they come back.
-func (d *Discovery) publishAbsent(name string) {
-	d.setRoute(name, registry.VIP{})
-	plain := names.Cluster(name, false)
-	d.update(name, append(unservedGRPC(name), absentPair(plain)...))
-	d.update(name, absentPair(names.Cluster(name, true)))
-}
-
-// absentPair are the tombstones of a cluster and its endpoints.
-func absentPair(cluster string) []cache.Item {
-	return []cache.Item{{TypeURL: resource.ClusterType, Name: cluster}, {TypeURL: resource.EndpointType, Name: cluster}}
-}
-
-func (d *Discovery) update(name string, items []cache.Item) {
-	if err := d.pub.Update(items...); err != nil {
-		d.log.Error("publishing", "vip", name, "error", err)
-	}
+	return out
 }
 
 // unpublish forgets a VIP's resources when no stream holds it any more.
 func (d *Discovery) unpublish(name string) {
-	d.setRoute(name, registry.VIP{})
-	for _, secure := range []bool{false, true} {
-		cluster := names.Cluster(name, secure)
-		d.pub.Delete(cache.Item{TypeURL: resource.ClusterType, Name: cluster})
-		d.pub.Delete(cache.Item{TypeURL: resource.EndpointType, Name: cluster})
-	}
-	d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: names.Cluster(name, false)})
-	for _, l := range names.APIListeners(name) {
-		d.pub.Delete(cache.Item{TypeURL: resource.ListenerType, Name: l})
-	}
-}
-
-// routesInterval is the least time between two publications of the
-// outbound route configuration. A lone change is published at once; a burst
-// (a fleet reconnecting after a restart re-resolves its VIPs) is coalesced
-// into one push to every sidecar per interval.
-const routesInterval = 100 * time.Millisecond
-
-// setRoute gives a VIP a route of its own in the outbound route
-// configuration of every sidecar when its policy differs from the platform
-// defaults (translate.HasOwnRoute), and takes it away otherwise (pass the
-// zero VIP for one that is gone). Only watched VIPs are listed, so the
-// configuration follows the fleet's working set, and it changes only when
-// such a VIP comes, goes or changes its policy.
-//
-// It runs before the VIP's clusters are published, but the route reaches a
-// sidecar in its own response, possibly after the cluster: the first
-// requests to a VIP no sidecar held yet may be routed with the defaults.
-func (d *Discovery) setRoute(name string, v registry.VIP) {
-	d.routesMu.Lock()
-	defer d.routesMu.Unlock()
-	old, listed := d.routes[name]
-	switch own := v.Name != "" && translate.HasOwnRoute(v); {
-	case own && listed && reflect.DeepEqual(old.Policy.Normalize(), v.Policy.Normalize()):
-		return
-	case own:
-		d.routes[name] = v
-	case !listed:
-		return
-	default:
-		delete(d.routes, name)
-	}
-	d.routesChanged()
-}
-
-// routesChanged publishes the outbound route configuration now, or, if it
-// was published less than routesInterval ago, once the interval has
-// passed. Called with routesMu held.
-func (d *Discovery) routesChanged() {
-	if d.routesPending {
-		return
-	}
-	wait := time.Until(d.routesAt.Add(routesInterval))
-	if wait <= 0 {
-		d.publishRoutes()
-		return
-	}
-	d.routesPending = true
-	time.AfterFunc(wait, func() {
-		d.routesMu.Lock()
-		defer d.routesMu.Unlock()
-		d.routesPending = false
-		d.publishRoutes()
-	})
-}
-
-// publishRoutes publishes the outbound route configuration. Called with
-// routesMu held.
-func (d *Discovery) publishRoutes() {
-	d.routesAt = time.Now()
-	rc := translate.OutboundRouteConfiguration(slices.Collect(maps.Values(d.routes)))
-	err := rc.Validate()
-	if err == nil {
-		err = d.pub.Update(cache.Item{TypeURL: resource.RouteType, Name: rc.GetName(), Msg: rc})
-	}
-	if err != nil {
-		d.metrics.translateErrors.Inc()
-		d.log.Error("outbound routes not published; sidecars keep the previous ones", "error", fmt.Errorf("translate: %w", err))
+	d.routes.set(name, registry.VIP{})
+	for _, it := range items(translate.Owned(name)) {
+		d.pub.Delete(it)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	gocmp "github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -58,23 +59,44 @@ func loadCases(t testing.TB) []goldenCase {
 	return cases
 }
 
-// outputFiles are the files under testdata/out that a case produces.
-func outputFiles(name string) []string {
-	return []string{name + ".clusters.yaml", name + ".endpoints.yaml", name + ".listeners.yaml", name + ".routes.yaml"}
-}
-
-// goldenFiles renders a case's outputs, keyed by file name under testdata/out.
+// goldenFiles renders what a case's VIP yields (VIP, the one entry point
+// discovery publishes), keyed by file name under testdata/out: its
+// resources by type, the outbound routes every sidecar gets while it is
+// watched, and, when it yields tombstones, the names it says do not exist.
 func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 	t.Helper()
-	files := outputFiles(c.name)
-	return map[string][]byte{
-		files[0]: resourcesYAML(t, Cluster(c.svc.VIP), SecureCluster(c.svc.VIP)),
-		files[1]: resourcesYAML(t, ClusterLoadAssignment(c.svc), SecureClusterLoadAssignment(c.svc)),
-		files[2]: resourcesYAML(t, listeners(APIListeners(c.svc.VIP.Name))...),
-		// The proxyless gRPC route, and the outbound routes every sidecar
-		// gets while this VIP is watched.
-		files[3]: resourcesYAML(t, RouteConfiguration(c.svc.VIP), OutboundRouteConfiguration([]registry.VIP{c.svc.VIP})),
+	y := VIP(c.svc.VIP.Name, c.svc, true)
+	byType := map[string][]proto.Message{}
+	var absent []string
+	for _, set := range y.Sets {
+		if set.Err != nil {
+			t.Errorf("%s: %v", c.name, set.Err)
+		}
+		for _, r := range set.Resources {
+			if r.Msg == nil {
+				absent = append(absent, r.TypeURL+" "+r.Name)
+				continue
+			}
+			byType[r.TypeURL] = append(byType[r.TypeURL], r.Msg)
+		}
 	}
+	byType[resource.RouteType] = append(byType[resource.RouteType], OutboundRouteConfiguration([]registry.VIP{y.OwnRoute}))
+	files := map[string][]byte{}
+	for typeURL, suffix := range map[string]string{
+		resource.ClusterType: "clusters", resource.EndpointType: "endpoints",
+		resource.ListenerType: "listeners", resource.RouteType: "routes",
+	} {
+		files[c.name+"."+suffix+".yaml"] = resourcesYAML(t, byType[typeURL]...)
+	}
+	if len(absent) > 0 {
+		slices.Sort(absent)
+		b, err := yaml.Marshal(absent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[c.name+".absent.yaml"] = b
+	}
+	return files
 }
 
 // TestGolden compares the translation of every input case with its expected
@@ -84,12 +106,11 @@ func TestGolden(t *testing.T) {
 	cases := loadCases(t)
 	want := map[string]bool{}
 	for _, c := range cases {
-		for _, f := range outputFiles(c.name) {
+		files := goldenFiles(t, c)
+		for f := range files {
 			want[f] = true
 		}
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { compareGolden(t, goldenFiles(t, c)) })
+		t.Run(c.name, func(t *testing.T) { compareGolden(t, files) })
 	}
 	t.Run("sidecar", func(t *testing.T) {
 		files := sidecarFiles(t, cases)

@@ -33,16 +33,20 @@ import (
 // "xds:///payments.vip", "payments" for "xds:///payments"), preferring an
 // exact match to a port wildcard.
 func RouteConfiguration(v registry.VIP) *routev3.RouteConfiguration {
-	p := v.Policy.Normalize()
+	return routeConfiguration(v.Name, v.Policy.Normalize())
+}
+
+// routeConfiguration is RouteConfiguration of a normalized policy.
+func routeConfiguration(vip string, p registry.Policy) *routev3.RouteConfiguration {
 	action := &routev3.RouteAction{
-		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: names.Cluster(v.Name, false)},
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: names.Cluster(vip, false)},
 		RetryPolicy:      grpcRetryPolicy(p.Retries),
 		HashPolicy:       grpcHashPolicy(p),
 	}
 	if p.Timeouts.Request > 0 {
 		action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(p.Timeouts.Request)}
 	}
-	rc := UnservedRouteConfiguration(v.Name)
+	rc := UnservedRouteConfiguration(vip)
 	rc.VirtualHosts[0].Routes = []*routev3.Route{{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
 		Action: &routev3.Route_Route{Route: action},

@@ -22,12 +22,14 @@ import (
 //
 // Both secrets come over the same ADS stream as the cluster
 // (https://www.envoyproxy.io/docs/envoy/latest/configuration/security/secret).
-func SecureCluster(v registry.VIP) *clusterv3.Cluster {
-	p := v.Policy.Normalize()
-	c := cluster(v.Name, p, true)
+func SecureCluster(v registry.VIP) *clusterv3.Cluster { return secureCluster(v.Name, v.Policy.Normalize()) }
+
+// secureCluster is SecureCluster of a normalized policy.
+func secureCluster(vip string, p registry.Policy) *clusterv3.Cluster {
+	c := cluster(vip, p, true)
 	c.TransportSocket = &corev3.TransportSocket{
 		Name:       "envoy.transport_sockets.tls",
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(upstreamTLS(v.Name, p.Protocol))},
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(upstreamTLS(vip, p.Protocol))},
 	}
 	return c
 }

@@ -172,8 +172,11 @@ func OutboundRouteConfiguration(vips []registry.VIP) *routev3.RouteConfiguration
 // HasOwnRoute reports whether a VIP's route-level policy (request timeout,
 // retries, what its load balancing hashes) differs from the platform
 // defaults, so that sidecars need a route of its own to apply it.
-func HasOwnRoute(v registry.VIP) bool {
-	p, d := v.Policy.Normalize(), registry.Policy{}.Normalize()
+func HasOwnRoute(v registry.VIP) bool { return hasOwnRoute(v.Policy.Normalize()) }
+
+// hasOwnRoute is HasOwnRoute of a normalized policy.
+func hasOwnRoute(p registry.Policy) bool {
+	d := registry.Policy{}.Normalize()
 	// Retry conditions are a set: their order means nothing to Envoy.
 	return p.LoadBalancing.Hashed() || p.Timeouts.Request != d.Timeouts.Request || p.Retries.Attempts != d.Retries.Attempts ||
 		p.Retries.PerTry != d.Retries.PerTry || !slices.Equal(slices.Sorted(slices.Values(p.Retries.On)), slices.Sorted(slices.Values(d.Retries.On)))
