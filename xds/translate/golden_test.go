@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	gocmp "github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -143,15 +142,6 @@ func sidecarFiles(t *testing.T, cases []goldenCase) map[string][]byte {
 		"sidecar.clusters.yaml":  resourcesYAML(t, LocalAppCluster(8080)),
 		"sidecar.routes.yaml":    resourcesYAML(t, OutboundRouteConfiguration(vips)),
 	}
-}
-
-// listeners widens a listener list for resourcesYAML.
-func listeners(ls []*listenerv3.Listener) []proto.Message {
-	out := make([]proto.Message, len(ls))
-	for i, l := range ls {
-		out[i] = l
-	}
-	return out
 }
 
 // compareGolden compares rendered files with testdata/out, or rewrites them

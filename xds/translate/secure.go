@@ -22,7 +22,9 @@ import (
 //
 // Both secrets come over the same ADS stream as the cluster
 // (https://www.envoyproxy.io/docs/envoy/latest/configuration/security/secret).
-func SecureCluster(v registry.VIP) *clusterv3.Cluster { return secureCluster(v.Name, v.Policy.Normalize()) }
+func SecureCluster(v registry.VIP) *clusterv3.Cluster {
+	return secureCluster(v.Name, v.Policy.Normalize())
+}
 
 // secureCluster is SecureCluster of a normalized policy.
 func secureCluster(vip string, p registry.Policy) *clusterv3.Cluster {
