@@ -88,7 +88,7 @@ func newFixtureWith(t *testing.T, opts Options) *fixture {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	src := &flaky{Store: store}
-	pub := &counting{Cache: cache.New(resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType), sets: map[string]int{}}
+	pub := &counting{Cache: cache.New([]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}), sets: map[string]int{}}
 	d := New(src, pub, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 

@@ -3,7 +3,6 @@ package ops
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,14 +13,13 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/controlplane"
+	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
-	"github.com/prisma-systems/xspace-mesh/xds/cache"
-	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 func newServer(t *testing.T, ready bool) (*httptest.Server, *embedded.Store, *discovery.Discovery) {
@@ -40,23 +38,8 @@ func newServerWithXDS(t *testing.T, ready bool) (*httptest.Server, *embedded.Sto
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	c := cache.New(server.Types...)
-	disc := discovery.New(store, c, discovery.Options{Registerer: reg})
-	go disc.Run(t.Context())
-	xds := server.New(t.Context(), c, disc, server.Options{Registerer: reg})
-	g := grpc.NewServer()
-	xds.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	cp := cptest.Start(t, controlplane.Options{Source: store, Registerer: reg})
+	disc, xds, conn := cp.Discovery, cp.Server, cp.Conn
 	h := Handler(Deps{
 		API: api.NewHandler(store, nil), Gatherer: reg, Store: store, Proxies: xds, VIPs: disc,
 		Config: map[string]string{"data_dir": "x"},

@@ -4,17 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-
-	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/controlplane"
+	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
-	"github.com/prisma-systems/xspace-mesh/xds/cache"
-	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // xdsServer runs the real control-plane stack on loopback and returns its
@@ -26,18 +22,8 @@ func xdsServer(t *testing.T) (string, *embedded.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	c := cache.New(server.Types...)
-	disc := discovery.New(store, c, discovery.Options{})
-	srv := server.New(t.Context(), c, disc, server.Options{})
-	g := grpc.NewServer()
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	return lis.Addr().String(), store
+	cp := cptest.Start(t, controlplane.Options{Source: store})
+	return cp.Addr, store
 }
 
 func TestResolve(t *testing.T) {

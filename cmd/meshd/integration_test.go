@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -193,12 +196,38 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	}
 }
 
-// TestGracefulShutdown: SIGTERM stops meshd cleanly with exit status 0.
+// TestGracefulShutdown: SIGTERM stops meshd cleanly with exit status 0,
+// and a sidecar's open stream is ended by meshd (the stream closes with
+// status OK), not cut when the graceful stop gives up waiting on it.
 func TestGracefulShutdown(t *testing.T) {
 	meshdBin, _ := binaries(t)
 	p := startMeshd(t, meshdBin, t.TempDir())
+	conn, ctx := xdsConn(t, p.xds)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: &corev3.Node{Id: "it-1", Cluster: "orders"}, TypeUrl: resource.ClusterType,
+		ResourceNamesSubscribe: []string{"payments.vip"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // the stream is served
+		t.Fatal(err)
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("the sidecar's stream ended with %v, want meshd to end it (EOF)", err)
+		}
+		break
 	}
 	select {
 	case <-p.exited:

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,13 +25,13 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/config"
+	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/ops"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
-	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
 )
 
 const usage = `meshd is the xspace-mesh control plane.
@@ -162,23 +163,32 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	go id.run(ctx)
+	var background sync.WaitGroup
+	idCtx, stopID := context.WithCancel(context.Background())
+	background.Go(func() { id.run(idCtx) })
 
-	xdsCache := server.NewCache()
-	disc := discovery.New(backend.source, xdsCache, discovery.Options{
-		Logger: logger, Registerer: reg, Grace: cfg.Discovery.Grace.D(),
-		NotFoundGrace: cfg.Discovery.NotFoundGrace.D(), MaxNotFound: cfg.Discovery.MaxNotFound,
+	cp := controlplane.New(controlplane.Options{
+		Source: backend.source, Certificates: id.certs, Logger: logger, Registerer: reg,
+		Discovery: discovery.Options{
+			Grace: cfg.Discovery.Grace.D(), NotFoundGrace: cfg.Discovery.NotFoundGrace.D(), MaxNotFound: cfg.Discovery.MaxNotFound,
+		},
+		Server: server.Options{
+			Authenticator: id.keyring, AllowUnauthenticated: cfg.XDS.AllowUnauthenticated,
+			AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
+			MaxWaitingStreams: cfg.XDS.MaxWaitingStreams, MaxStreamsPerPeer: cfg.XDS.MaxStreamsPerPeer,
+			MaxUnknownNames: cfg.XDS.MaxUnknownNames,
+		},
+		ODCDSTimeout: cfg.XDS.ODCDSTimeout.D(),
 	})
-	go disc.Run(ctx)
-	xdsServer := server.New(ctx, xdsCache, disc, server.Options{
-		Logger: logger, Registerer: reg,
-		Authenticator: id.keyring, AllowUnauthenticated: cfg.XDS.AllowUnauthenticated,
-		Secrets:       discovery.NewSecrets(id.certs, xdsCache, logger),
-		Nodes:         sidecar.New(xdsCache, cfg.XDS.ODCDSTimeout.D()),
-		AdmissionRate: cfg.XDS.AdmissionRate, AdmissionBurst: cfg.XDS.AdmissionBurst,
-		MaxWaitingStreams: cfg.XDS.MaxWaitingStreams, MaxStreamsPerPeer: cfg.XDS.MaxStreamsPerPeer,
-		MaxUnknownNames: cfg.XDS.MaxUnknownNames,
-	})
+	cp.Start()
+	// Stopped before the registry closes (deferred above, so run after):
+	// nothing of the control plane may use it then.
+	defer func() {
+		cp.Stop()
+		stopID()
+		background.Wait()
+	}()
+	xdsServer, disc := cp.Server, cp.Discovery
 
 	xdsLis, err := net.Listen("tcp", cfg.XDS.Address)
 	if err != nil {
@@ -207,7 +217,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 	grpcServer := grpc.NewServer(server.GRPCOptions(cfg.XDS.MaxStreamsPerConnection)...)
-	xdsServer.Register(grpcServer)
+	cp.Register(grpcServer)
 
 	errs := make(chan error, 2)
 	go func() { errs <- grpcServer.Serve(xdsLis) }()
@@ -224,6 +234,9 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		err = fmt.Errorf("server: %w", err)
 	}
 	serving.Store(false)
+	// Ending the control plane first ends every xDS stream, so that the
+	// gRPC server's graceful stop does not wait on sidecars' streams.
+	cp.Stop()
 	shutdown(grpcServer, httpServer, logger)
 	return err
 }

@@ -2,7 +2,6 @@ package consul
 
 import (
 	"context"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -12,10 +11,10 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/prisma-systems/xspace-mesh/controlplane"
+	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/discovery"
-	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
@@ -41,27 +40,12 @@ func newMesh(tb testing.TB, opts Options) *mesh {
 // newMeshOn makes a control plane on the store of e.
 func newMeshOn(tb testing.TB, e *env) *mesh {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
-	c := cache.New(server.Types...)
-	disc := discovery.New(e.s, c, discovery.Options{
-		Registerer: e.reg, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: 500 * time.Millisecond,
+	r := cptest.Start(tb, controlplane.Options{
+		Source: e.s, Registerer: e.reg,
+		Discovery: discovery.Options{RetryInterval: 50 * time.Millisecond, MaxRetryInterval: 500 * time.Millisecond},
+		Server:    server.Options{AdmissionRate: 1e6, AdmissionBurst: 1e6},
 	})
-	go disc.Run(ctx)
-	srv := server.New(ctx, c, disc, server.Options{Registerer: e.reg, AdmissionRate: 1e6, AdmissionBurst: 1e6})
-	g := grpc.NewServer(server.GRPCOptions(0)...)
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	tb.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = conn.Close() })
+	disc, conn := r.Discovery, r.Conn
 	return &mesh{env: e, disc: disc, conn: conn}
 }
 

@@ -224,43 +224,47 @@ type Cache struct {
 
 var _ gcpcache.Cache = (*Cache)(nil)
 
-// New returns an empty cache serving the given type URLs. Requests for any
-// other type are answered as if it had no resources, and hold no state.
-func New(typeURLs ...string) *Cache {
+// New returns an empty cache serving the given type URLs, configured by
+// opts (WithScope, WithWildcard). Requests for any other type are answered
+// as if it had no resources, and hold no state.
+func New(typeURLs []string, opts ...Option) *Cache {
 	c := &Cache{types: make(map[string]*typeState, len(typeURLs)), streams: make(map[*corev3.Node]struct{})}
 	for _, t := range typeURLs {
 		c.types[t] = newTypeState()
 	}
+	for _, o := range opts {
+		if ts := c.types[o.typeURL]; ts != nil {
+			o.apply(ts)
+		}
+	}
 	return c
 }
 
-// Scope makes a type scoped: an item published with a Scope is seen, under
-// its plain name, only by streams whose node scope returns that scope; an
-// item without one is seen by every stream that has no scoped item of that
-// name. Call before serving.
-func (c *Cache) Scope(typeURL string, scope func(*corev3.Node) string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ts := c.types[typeURL]; ts != nil {
-		ts.scope = scope
-	}
+// Option configures one type of a cache at construction.
+type Option struct {
+	typeURL string
+	apply   func(*typeState)
 }
 
-// Wildcard gives a type's wildcard subscriptions a meaning: a stream that
-// subscribes to the wildcard is served the names names returns for its
-// node, as if it had subscribed to each, except that a missing name is not
-// reported missing (a wildcard asks for whatever exists). Envoy subscribes
-// to its listeners this way: names picks a sidecar's own. Without Wildcard,
-// a wildcard subscription is served only the names it also asks for
-// explicitly, never the world. names runs under the cache's lock for every
-// response and watch of such a stream: it must be cheap, and depend on the
-// node only. Call before serving.
-func (c *Cache) Wildcard(typeURL string, names func(*corev3.Node) []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ts := c.types[typeURL]; ts != nil {
-		ts.wildcard = names
-	}
+// WithScope makes a type scoped: an item published with a Scope is seen,
+// under its plain name, only by streams whose node scope returns that
+// scope; an item without one is seen by every stream that has no scoped
+// item of that name.
+func WithScope(typeURL string, scope func(*corev3.Node) string) Option {
+	return Option{typeURL, func(ts *typeState) { ts.scope = scope }}
+}
+
+// WithWildcard gives a type's wildcard subscriptions a meaning: a stream
+// that subscribes to the wildcard is served the names names returns for
+// its node, as if it had subscribed to each, except that a missing name is
+// not reported missing (a wildcard asks for whatever exists). Envoy
+// subscribes to its listeners this way: names picks a sidecar's own.
+// Without it, a wildcard subscription is served only the names it also
+// asks for explicitly, never the world. names runs under the cache's lock
+// for every response and watch of such a stream: it must be cheap, and
+// depend on the node only.
+func WithWildcard(typeURL string, names func(*corev3.Node) []string) Option {
+	return Option{typeURL, func(ts *typeState) { ts.wildcard = names }}
 }
 
 // served returns the state of a type, or an empty throwaway one for a type

@@ -24,7 +24,7 @@ const (
 	eds = resource.EndpointType
 )
 
-func newCache() *Cache { return New(cds, eds) }
+func newCache() *Cache { return New([]string{cds, eds}) }
 
 func cluster(name string, timeout time.Duration) Item {
 	return Item{TypeURL: cds, Name: name, Msg: &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(timeout)}}
@@ -265,8 +265,7 @@ func nodeOf(service string) *corev3.Node {
 // unscoped item is the fallback every scope shares.
 func TestScopedSecrets(t *testing.T) {
 	const sds = resource.SecretType
-	c := New(sds)
-	c.Scope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() })
+	c := New([]string{sds}, WithScope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() }))
 	secret := func(name, scope, value string) Item {
 		return Item{TypeURL: sds, Name: name, Scope: scope, Msg: &tlsv3.Secret{
 			Name: name,
@@ -346,11 +345,10 @@ func TestScopedSecrets(t *testing.T) {
 // until the stream held it; other streams' names stay out.
 func TestWildcardNames(t *testing.T) {
 	const lds = resource.ListenerType
-	c := New(lds)
-	c.Wildcard(lds, func(n *corev3.Node) []string {
+	c := New([]string{lds}, WithWildcard(lds, func(n *corev3.Node) []string {
 		svc := n.GetMetadata().GetFields()["svc"].GetStringValue()
 		return []string{svc + "-out", svc + "-in"}
-	})
+	}))
 	listener := func(name string, port uint32) Item {
 		return Item{TypeURL: lds, Name: name, Msg: &listenerv3.Listener{Name: name, Address: &corev3.Address{
 			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{

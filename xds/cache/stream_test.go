@@ -78,8 +78,7 @@ func TestKeptWatchAnswersWhatChanged(t *testing.T) {
 // items of its own scope only.
 func TestKeptWatchOfScopedType(t *testing.T) {
 	const sds = resource.SecretType
-	c := New(sds)
-	c.Scope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() })
+	c := New([]string{sds}, WithScope(sds, func(n *corev3.Node) string { return n.GetMetadata().GetFields()["svc"].GetStringValue() }))
 	secret := func(scope, value string) Item {
 		return Item{TypeURL: sds, Name: "identity", Scope: scope, Msg: &tlsv3.Secret{
 			Name: "identity", Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{Secret: &corev3.DataSource{

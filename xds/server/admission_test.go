@@ -1,20 +1,15 @@
-package server
+package server_test
 
 import (
-	"context"
-	"net"
 	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/registry"
-	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // TestStandaloneDeltaCDS: the cluster discovery service (not ADS) serves on
@@ -45,36 +40,17 @@ func TestStandaloneDeltaCDS(t *testing.T) {
 // a second stream waits instead of being served, and leaves no state behind
 // when its proxy goes away.
 func TestAdmissionHoldsStreamsBeyondTheBudget(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	m := newMesh(t)
+	m := newMeshWith(t, func(o *server.Options) { o.AdmissionRate, o.AdmissionBurst = 1e-6, 1 })
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
-	c := cache.New(Types...)
-	disc := discovery.New(m.store, c, discovery.Options{})
-	srv := New(ctx, c, disc, Options{AdmissionRate: 1e-6, AdmissionBurst: 1})
-	g := grpc.NewServer()
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	limited := &mesh{conn: conn}
-
-	first := limited.delta(t, "n1")
+	first := m.delta(t, "n1")
 	first.subscribe(cds, "payments.vip")
 	if r := first.recv(); len(r.GetResources()) != 1 {
 		t.Fatalf("first stream not served: %v", r)
 	}
-	second := limited.delta(t, "n2")
+	second := m.delta(t, "n2")
 	second.subscribe(cds, "payments.vip")
-	second.quiet() // waiting for admission, not answered
+	waitFor(t, func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
+	srv := m.srv
 	if n := len(srv.Proxies()); n != 1 {
 		t.Fatalf("%d streams admitted, want 1", n)
 	}

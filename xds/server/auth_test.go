@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"strings"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/token"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 func testKeyring(t testing.TB, now time.Time) *token.Keyring {
@@ -44,7 +45,7 @@ func streamError(t *testing.T, c *deltaClient) error {
 func TestStreamAuthentication(t *testing.T) {
 	now := time.Now()
 	kr := testKeyring(t, now)
-	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator = kr })
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	good, _ := kr.Issue("orders", time.Hour)
 	forged, _ := testKeyring(t, now).Issue("orders", time.Hour) // same key id, same secret: valid
@@ -80,7 +81,7 @@ func TestStreamAuthentication(t *testing.T) {
 
 func TestUnauthenticatedAllowedForPlaintext(t *testing.T) {
 	kr := testKeyring(t, time.Now())
-	m := newMeshWith(t, func(o *Options) { o.Authenticator, o.AllowUnauthenticated = kr, true })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator, o.AllowUnauthenticated = kr, true })
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	if err := streamError(t, m.deltaAs(t, "dev-1", "orders", "")); err != nil {
 		t.Fatalf("unauthenticated stream refused although allowed: %v", err)

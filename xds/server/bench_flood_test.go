@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package server_test
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // floodNames is how many names that do not exist a flood subscribes to.
@@ -228,7 +229,7 @@ func (s *floodStream) subscribe(subscribe, unsubscribe []string) {
 func BenchmarkAdmissionUnderFlood(b *testing.B) {
 	raiseFDLimit(b, 1024)
 	kr := testKeyring(b, time.Now())
-	m := newMeshWith(b, func(o *Options) {
+	m := newMeshWith(b, func(o *server.Options) {
 		o.AdmissionRate, o.AdmissionBurst, o.MaxStreamsPerPeer = 0, 0, 0 // the defaults
 		o.Authenticator, o.AllowUnauthenticated = kr, true
 	})
@@ -238,7 +239,7 @@ func BenchmarkAdmissionUnderFlood(b *testing.B) {
 		b.Fatal(err)
 	}
 	startFloodProcess(b, m.addr)
-	for deadline := time.Now().Add(time.Minute); metricValue(b, m.reg, "xspace_xds_admission_waiting_streams") < DefaultMaxWaitingStreams; {
+	for deadline := time.Now().Add(time.Minute); metricValue(b, m.reg, "xspace_xds_admission_waiting_streams") < server.DefaultMaxWaitingStreams; {
 		if time.Now().After(deadline) {
 			b.Fatal("the flood did not fill the admission queue within a minute")
 		}

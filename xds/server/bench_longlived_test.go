@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package server_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/internal/envoymodel"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // BenchmarkLongLivedSidecar: what one long-lived Envoy sidecar costs meshd
@@ -55,7 +56,7 @@ func BenchmarkLongLivedSidecar(b *testing.B) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		if err := s.WaitFor(ctx, func(v envoymodel.View) bool {
-			return v.Stats().Received[eds] == found && v.Stats().Removed[cds] == DefaultMaxUnknownNames
+			return v.Stats().Received[eds] == found && v.Stats().Removed[cds] == server.DefaultMaxUnknownNames
 		}); err != nil {
 			b.Fatalf("re-subscribing %d names: %v (stats %+v)", len(touched), err, s.Stats())
 		}

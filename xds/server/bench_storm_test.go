@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package server_test
 
 import (
 	"context"
@@ -14,9 +14,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
-	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 const (
@@ -39,7 +40,7 @@ const (
 // default limit of streams per address.
 func BenchmarkReconnectStorm(b *testing.B) {
 	raiseFDLimit(b, 4*stormProxies)
-	m := newMeshWith(b, func(o *Options) { // the defaults
+	m := newMeshWith(b, func(o *server.Options) { // the defaults
 		o.AdmissionRate, o.AdmissionBurst, o.MaxStreamsPerPeer = 0, 0, 0
 	})
 	populate(b, m, stormVIPs)
@@ -93,14 +94,13 @@ func proxyClusters(p int) []string {
 // content, is what this one will serve too.
 func heldVersions(tb testing.TB, m *mesh) map[string]map[string]string {
 	tb.Helper()
-	c := cache.New(Types...)
-	d := discovery.New(m.store, c, discovery.Options{})
+	other := controlplane.New(controlplane.Options{Source: m.store})
 	out := map[string]map[string]string{cds: {}, eds: {}}
 	for v := range stormVIPs {
 		name := names.Cluster(benchVIP(v), false)
-		d.Acquire(context.Background(), name)
+		other.Discovery.Acquire(context.Background(), name)
 		for _, typ := range []string{cds, eds} {
-			version, ok := c.Version(cache.Item{TypeURL: typ, Name: name})
+			version, ok := other.Cache.Version(cache.Item{TypeURL: typ, Name: name})
 			if !ok {
 				tb.Fatalf("no %s version for %s", typ, name)
 			}

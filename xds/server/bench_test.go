@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package server_test
 
 // Benchmarks of the design's "numbers to beat": on-demand resolve latency,
 // the not-found answer, control-plane memory per stream, and the fan-out of

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 // Tests that drive meshd with the Envoy client model (internal/envoymodel):
 // a sidecar that behaves, rule by rule, as Envoy's source shows (issue 9).
@@ -20,6 +20,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/internal/envoymodel"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // newSidecar opens a modelled Envoy sidecar of service orders on conn.
@@ -168,7 +169,7 @@ func TestEnvoyModelLongLivedSidecar(t *testing.T) {
 	// the older ones (they were answered when first asked, and Envoy does
 	// not ask again).
 	if err := s.WaitFor(ctx, func(v envoymodel.View) bool {
-		return v.Stats().Received[eds] == found && v.Stats().Removed[cds] == DefaultMaxUnknownNames
+		return v.Stats().Received[eds] == found && v.Stats().Removed[cds] == server.DefaultMaxUnknownNames
 	}); err != nil {
 		t.Fatalf("re-subscribing %d names: %v (stats %+v)", len(touched), err, s.Stats())
 	}

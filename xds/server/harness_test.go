@@ -1,10 +1,9 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,15 +18,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/prisma-systems/xspace-mesh/controlplane"
+	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
-	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // mesh is a real control plane on loopback: embedded registry, discovery,
@@ -36,7 +36,7 @@ type mesh struct {
 	store *embedded.Store
 	disc  *discovery.Discovery
 	cache *cache.Cache
-	srv   *Server
+	srv   *server.Server
 	reg   *prometheus.Registry
 	conn  *grpc.ClientConn
 	addr  string
@@ -44,9 +44,11 @@ type mesh struct {
 	skew *atomic.Int64
 	// logs holds what the xDS server logged.
 	logs *syncBuffer
-	// edit adjusts the server's options; stop stops the control plane.
-	edit func(*Options)
-	stop func()
+	// edit adjusts the server's options; certs, when set, are where
+	// identities come from; stop stops the control plane.
+	edit  func(*server.Options)
+	certs discovery.Certificates
+	stop  func()
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
@@ -72,7 +74,12 @@ func (m *mesh) now() time.Time { return time.Now().Add(time.Duration(m.skew.Load
 func newMesh(tb testing.TB) *mesh { return newMeshWith(tb, nil) }
 
 // newMeshWith is newMesh with server options adjusted by edit.
-func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
+func newMeshWith(tb testing.TB, edit func(*server.Options)) *mesh {
+	return newMeshCerts(tb, edit, nil)
+}
+
+// newMeshCerts is newMeshWith whose identities come from certs.
+func newMeshCerts(tb testing.TB, edit func(*server.Options), certs discovery.Certificates) *mesh {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
 	store, err := embedded.Open(tb.TempDir(), embedded.Options{Registerer: reg})
@@ -80,43 +87,30 @@ func newMeshWith(tb testing.TB, edit func(*Options)) *mesh {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = store.Close() })
-	m := &mesh{store: store, skew: new(atomic.Int64), logs: &syncBuffer{}, edit: edit}
+	m := &mesh{store: store, skew: new(atomic.Int64), logs: &syncBuffer{}, edit: edit, certs: certs}
 	m.serve(tb, reg)
 	return m
 }
 
-// serve starts a control plane (discovery, cache, xDS server on a new
-// loopback port) on m's store, with its metrics on reg, and connects to it.
+// serve starts a control plane, as meshd assembles it (controlplane.New),
+// on m's store with its metrics on reg, serving on a new loopback port, and
+// connects to it.
 func (m *mesh) serve(tb testing.TB, reg *prometheus.Registry) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c := NewCache()
-	disc := discovery.New(m.store, c, discovery.Options{Registerer: reg, Now: m.now})
-	go disc.Run(ctx)
 	// Admission is wide open: tests and benchmarks open many streams from
 	// one address; the tests of admission set what they test.
-	opts := Options{
-		Registerer: reg, AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20, Nodes: sidecar.New(c, 0),
-		Logger: slog.New(slog.NewTextHandler(m.logs, nil)),
-	}
+	opts := server.Options{AdmissionRate: 1e6, AdmissionBurst: 1e6, MaxStreamsPerPeer: 1 << 20}
 	if m.edit != nil {
 		m.edit(&opts)
 	}
-	srv := New(ctx, c, disc, opts)
-	g := grpc.NewServer(GRPCOptions(1000)...)
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m.stop = func() { _ = conn.Close(); g.Stop(); cancel() }
-	tb.Cleanup(m.stop)
-	m.disc, m.cache, m.srv, m.reg, m.conn, m.addr = disc, c, srv, reg, conn, lis.Addr().String()
+	r := cptest.Start(tb, controlplane.Options{
+		Source: m.store, Certificates: m.certs, Registerer: reg,
+		Logger:    slog.New(slog.NewTextHandler(m.logs, nil)),
+		Discovery: discovery.Options{Now: m.now},
+		Server:    opts,
+	})
+	m.stop = r.Stop
+	m.disc, m.cache, m.srv, m.reg, m.conn, m.addr = r.Discovery, r.Cache, r.Server, reg, r.Conn, r.Addr
 }
 
 // restart stops the control plane, as a meshd that goes away, and starts a

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 // Tests of what a hostile or careless xDS client can do to meshd (issue 8):
 // each drives the server as such a client would and checks that the others
@@ -28,6 +28,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // TestRequestNodeIsNeverWrittenInto: the server binds a stream's node at
@@ -37,7 +38,7 @@ import (
 func TestRequestNodeIsNeverWrittenInto(t *testing.T) {
 	now := time.Now()
 	kr := testKeyring(t, now)
-	m := newMeshWith(t, func(o *Options) { o.Authenticator, o.AllowUnauthenticated = kr, true })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator, o.AllowUnauthenticated = kr, true })
 	tok, _ := kr.Issue("orders", time.Hour)
 	for _, tt := range []struct {
 		name string
@@ -67,7 +68,7 @@ func TestRequestNodeIsNeverWrittenInto(t *testing.T) {
 				if req.Node == node {
 					t.Fatalf("request %d was left the client's node object", i)
 				}
-				if got := AuthenticatedService(req.Node); got != tt.want {
+				if got := server.AuthenticatedService(req.Node); got != tt.want {
 					t.Fatalf("request %d: authenticated service %q, want %q", i, got, tt.want)
 				}
 				if got := req.Node.GetMetadata().GetFields()["team"].GetStringValue(); got != "checkout" {
@@ -113,7 +114,7 @@ func TestNodelessSotwRequestsDuringPublishes(t *testing.T) {
 		resource.SecretType: {names.IdentitySecret, names.TrustBundleSecret},
 	}
 	first := true
-	for _, typ := range Types {
+	for _, typ := range server.Types {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: subs[typ]}
 		if first {
 			req.Node, first = node, false
@@ -179,7 +180,7 @@ func TestNodelessSotwRequestsDuringPublishes(t *testing.T) {
 // calls would answer without authentication or any bound; they are not
 // served.
 func TestUnaryFetchesAreRefused(t *testing.T) {
-	m := newMeshWith(t, func(o *Options) { o.Authenticator = testKeyring(t, time.Now()) })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator = testKeyring(t, time.Now()) })
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "n"}, ResourceNames: []string{"payments.vip"}}
 	_, errC := clusterservice.NewClusterDiscoveryServiceClient(m.conn).FetchClusters(t.Context(), req)
@@ -199,9 +200,9 @@ func TestUnaryFetchesAreRefused(t *testing.T) {
 // stream with InvalidArgument saying what is served; nothing is held.
 func TestRequestsOutsideWhatIsServed(t *testing.T) {
 	m := newMesh(t)
-	long := strings.Repeat("a", maxNameBytes+1)
+	long := strings.Repeat("a", server.MaxNameBytes+1)
 	big := &corev3.Node{Id: "big", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		"blob": structpb.NewStringValue(strings.Repeat("x", maxNodeBytes)),
+		"blob": structpb.NewStringValue(strings.Repeat("x", server.MaxNodeBytes)),
 	}}}
 	// answer sends req as the first request of a stream and returns how
 	// the stream ends (nil if req is answered).
@@ -283,8 +284,9 @@ func (h handTokens) Allow() bool {
 func TestAuthenticatedStreamsAreAdmittedFirst(t *testing.T) {
 	kr := testKeyring(t, time.Now())
 	tokens := make(handTokens)
-	m := newMeshWith(t, func(o *Options) {
-		o.Authenticator, o.AllowUnauthenticated, o.tokens = kr, true, tokens
+	m := newMeshWith(t, func(o *server.Options) {
+		o.Authenticator, o.AllowUnauthenticated = kr, true
+		server.SetAdmissionTokens(o, tokens)
 	})
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	waiting := func(n float64) {
@@ -329,7 +331,7 @@ func TestAuthenticatedStreamsAreAdmittedFirst(t *testing.T) {
 // open or waiting; one more is refused with ResourceExhausted naming the
 // setting, and a slot frees when a stream ends.
 func TestStreamsPerPeerAreBounded(t *testing.T) {
-	m := newMeshWith(t, func(o *Options) { o.MaxStreamsPerPeer = 2 })
+	m := newMeshWith(t, func(o *server.Options) { o.MaxStreamsPerPeer = 2 })
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	var open []*deltaClient
 	for _, id := range []string{"n1", "n2"} {
@@ -356,7 +358,10 @@ func TestStreamsPerPeerAreBounded(t *testing.T) {
 // refused with Unavailable at once rather than queued.
 func TestAdmissionQueueIsBounded(t *testing.T) {
 	tokens := make(handTokens)
-	m := newMeshWith(t, func(o *Options) { o.MaxWaitingStreams, o.tokens = 1, tokens })
+	m := newMeshWith(t, func(o *server.Options) {
+		o.MaxWaitingStreams = 1
+		server.SetAdmissionTokens(o, tokens)
+	})
 	first := m.delta(t, "n1")
 	first.subscribe(cds, "payments.vip")
 	waitFor(t, func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
@@ -374,7 +379,7 @@ func TestAdmissionQueueIsBounded(t *testing.T) {
 // REFUSED_STREAM: internal/transport/http2_server.go, operateHeaders).
 func TestStreamsPerConnectionAreAdvertised(t *testing.T) {
 	m := newMesh(t)
-	g := grpc.NewServer(GRPCOptions(7)...)
+	g := grpc.NewServer(server.GRPCOptions(7)...)
 	m.srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

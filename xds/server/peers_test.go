@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package server_test
 
 // The peers meshd is compared with (issue 15), each served from a child
 // process like meshd's own (TestBenchServerProcess), from the same registry
@@ -40,6 +40,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
@@ -258,7 +259,7 @@ func servePeer(t *testing.T, kind string, vips int) (string, func(context.Contex
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	registerVIPs(t, &mesh{store: store}, vips, 3)
-	opts := GRPCOptions(0)
+	opts := server.GRPCOptions(0)
 	if kind == "floor" {
 		opts = append(opts, grpc.ForceServerCodecV2(rawCodec{encoding.GetCodecV2("proto")}))
 	}

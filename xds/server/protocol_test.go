@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // TestDeltaAndSotwStreamsSideBySide: the delta and state-of-the-world
@@ -105,7 +106,7 @@ func TestNACKIsLoggedWithItsDetail(t *testing.T) {
 // every name is still answered, and the names that exist keep their
 // updates.
 func TestUnknownNamesAreBoundedPerStream(t *testing.T) {
-	m := newMeshWith(t, func(o *Options) { o.MaxUnknownNames = 3 })
+	m := newMeshWith(t, func(o *server.Options) { o.MaxUnknownNames = 3 })
 	m.register(t, "a", "a1", "10.0.0.1", registry.StatusUp)
 	c := m.delta(t, "typo-prone-1")
 	c.subscribe(cds, "a.vip", "ghost-1.vip", "ghost-2.vip")
@@ -140,7 +141,7 @@ func TestUnknownNamesAreBoundedPerStream(t *testing.T) {
 // TestAppearedNameIsNotDroppedAsUnknown: a name that did not exist when
 // subscribed but exists now is not what the per-stream bound drops.
 func TestAppearedNameIsNotDroppedAsUnknown(t *testing.T) {
-	m := newMeshWith(t, func(o *Options) { o.MaxUnknownNames = 1 })
+	m := newMeshWith(t, func(o *server.Options) { o.MaxUnknownNames = 1 })
 	c := m.delta(t, "patient-1")
 	c.subscribe(cds, "late.vip")
 	c.recv()

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 // proxylessScenarios is the table both proxyless gRPC clients run, each
@@ -182,9 +183,9 @@ func streak(n int, servers ...string) func(callResult) bool {
 // noNACKs fails if meshd counted a NACK of any type.
 func (e *proxylessEnv) noNACKs(t *testing.T) {
 	t.Helper()
-	for _, typ := range Types {
-		if n := metricValue(t, e.m.reg, "xspace_xds_nacks_total", "type", typeLabel(typ)); n != 0 {
-			t.Fatalf("meshd counted %v NACKs of %s\nxDS server log:\n%s", n, typeLabel(typ), e.m.logs.String())
+	for _, typ := range server.Types {
+		if n := metricValue(t, e.m.reg, "xspace_xds_nacks_total", "type", server.TypeLabel(typ)); n != 0 {
+			t.Fatalf("meshd counted %v NACKs of %s\nxDS server log:\n%s", n, server.TypeLabel(typ), e.m.logs.String())
 		}
 	}
 }

@@ -1,7 +1,6 @@
-package server
+package server_test
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"slices"
@@ -12,12 +11,12 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/embedded"
 	"github.com/prisma-systems/xspace-mesh/token"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 const sds = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -32,23 +31,8 @@ func newSecureMesh(t *testing.T, kr *token.Keyring, lifetime time.Duration) *mes
 	}
 	mgr := secrets.NewManager(ca, secrets.ManagerOptions{})
 	go mgr.Run(t.Context())
-	var sec *discovery.Secrets
-	m := newMeshWith(t, func(o *Options) {
-		o.Authenticator, o.AllowUnauthenticated = kr, true
-		o.Secrets = secretsFunc(func() SecretResolver { return sec })
-	})
-	sec = discovery.NewSecrets(mgr, m.cache, nil)
-	return m
+	return newMeshCerts(t, func(o *server.Options) { o.Authenticator, o.AllowUnauthenticated = kr, true }, mgr)
 }
-
-// secretsFunc resolves through a resolver made after the server.
-type secretsFunc func() SecretResolver
-
-func (f secretsFunc) Acquire(ctx context.Context, service, name string) (found, held bool) {
-	return f().Acquire(ctx, service, name)
-}
-
-func (f secretsFunc) Release(service, name string) { f().Release(service, name) }
 
 func identitySAN(t *testing.T, r *discoveryv3.Resource) string {
 	t.Helper()

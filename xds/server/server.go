@@ -29,7 +29,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
-	"github.com/prisma-systems/xspace-mesh/xds/sidecar"
 )
 
 // Types are the resource types the server serves; the cache serves the same.
@@ -37,20 +36,6 @@ import (
 // proxyless gRPC clients, named like the clusters they lead to.
 var Types = []string{
 	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType,
-}
-
-// NewCache returns a cache set up as the server expects: serving Types,
-// with identity secrets scoped to the stream's authenticated service, and
-// an Envoy sidecar's wildcard listener subscription meaning its own
-// listeners (see package sidecar; pass sidecar.New(cache, ...) as
-// Options.Nodes so they are published). A wildcard cluster subscription
-// (a bootstrap of an older meshctl, with cds_config) is answered once,
-// empty.
-func NewCache() *cache.Cache {
-	c := cache.New(Types...)
-	c.Scope(resource.SecretType, AuthenticatedService)
-	c.Wildcard(resource.ListenerType, sidecar.Listeners)
-	return c
 }
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
@@ -163,7 +148,13 @@ type Server struct {
 	// state-of-the-world servers number their streams independently.
 	streams     map[streamKey]*streamState
 	streamsPeak int // for shrink.Map
+
+	wg sync.WaitGroup // the server's own goroutines
 }
+
+// Wait returns once the server's own goroutines have ended, after the
+// context given to New did.
+func (s *Server) Wait() { s.wg.Wait() }
 
 type streamKey struct {
 	protocol string
@@ -209,7 +200,7 @@ func New(ctx context.Context, cache gcpcache.Cache, resolver Resolver, opts Opti
 		nackLog:   rate.NewLimiter(10, 20),
 		streams:   make(map[streamKey]*streamState),
 	}
-	go s.admission.run(ctx)
+	s.wg.Go(func() { s.admission.run(ctx) })
 	// Legacy wildcard stays on: Envoy with a CDS or LDS config over ADS
 	// opens with an empty request and waits (its initial fetch) for an
 	// answer. The cache gives wildcard subscriptions one empty answer and

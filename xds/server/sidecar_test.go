@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
 const (
@@ -57,7 +58,7 @@ func (c *deltaClient) recvTypes(typeURLs ...string) map[string]*discoveryv3.Delt
 // in every sidecar's outbound routes.
 func TestEnvoySidecar(t *testing.T) {
 	kr := testKeyring(t, time.Now())
-	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator = kr })
 	tok, err := kr.Issue("orders", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +172,7 @@ func TestSidecarNodeMetadataIsChecked(t *testing.T) {
 // it holds is not re-sent either (no answer at all).
 func TestSidecarReconnectKeepsListeners(t *testing.T) {
 	kr := testKeyring(t, time.Now())
-	m := newMeshWith(t, func(o *Options) { o.Authenticator = kr })
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator = kr })
 	tok, err := kr.Issue("orders", time.Hour)
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func TestFromNode(t *testing.T) {
 // the wildcard names match what was published, and its application's
 // cluster is not among them (it is in the sidecar's bootstrap).
 func TestPrepare(t *testing.T) {
-	c := cache.New(resource.ListenerType, resource.ClusterType)
+	c := cache.New([]string{resource.ListenerType, resource.ClusterType})
 	counting := &countingPublisher{c: c}
 	s := New(counting, 7*time.Second)
 	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080, names.NodeServiceKey: "api"})
