@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/internal/testclock"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 )
@@ -26,11 +27,13 @@ type testServer struct {
 	url    string
 	client *api.Client
 	store  *embedded.Store
+	clock  *testclock.Clock // the store's clock
 }
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	store, err := embedded.Open(t.TempDir(), embedded.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("open embedded store: %v", err)
 	}
@@ -38,7 +41,7 @@ func newTestServer(t *testing.T) *testServer {
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	srv := httptest.NewServer(api.NewHandler(store, logger))
 	t.Cleanup(srv.Close)
-	return &testServer{url: srv.URL, client: api.NewClient(srv.URL, srv.Client()), store: store}
+	return &testServer{url: srv.URL, client: api.NewClient(srv.URL, srv.Client()), store: store, clock: clock}
 }
 
 // send makes one raw request and returns the status, headers and body.
@@ -235,7 +238,7 @@ func TestInstanceLifecycle(t *testing.T) {
 		t.Errorf("registering into an unknown VIP did not create it: %v", err)
 	}
 
-	time.Sleep(5 * time.Millisecond)
+	s.clock.Advance(time.Second)
 	renewed, err := s.client.Heartbeat(ctx, "payments", "web-1")
 	if err != nil || !renewed.After(inst.RenewedAt) {
 		t.Errorf("Heartbeat = %v, %v; want a time after %v", renewed, err, inst.RenewedAt)

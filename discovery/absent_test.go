@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
@@ -100,13 +101,13 @@ func TestNotFoundVIPsAreBoundedGlobally(t *testing.T) {
 	}
 	// A held unknown name that appears is still published to its holders.
 	f.register(t, "ghost-3", "g1", "10.0.0.3")
-	eventually(t, "ghost-3 published", func() bool {
-		v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "ghost-3.vip"})
-		return ok && v != "absent"
-	})
-	eventually(t, "ghost-3 no longer counted as not found", func() bool {
-		return f.metric(t, "xspace_discovery_not_found_vips") == 2
-	})
+	f.sync(t)
+	if v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "ghost-3.vip"}); !ok || v == "absent" {
+		t.Fatalf("ghost-3.vip published as %q (%v), want its cluster", v, ok)
+	}
+	if got := f.metric(t, "xspace_discovery_not_found_vips"); got != 2 {
+		t.Fatalf("xspace_discovery_not_found_vips = %v after ghost-3 appeared, want 2", got)
+	}
 }
 
 // TestNotFoundVIPsAreForgottenSooner: a VIP that does not exist is
@@ -145,9 +146,15 @@ func TestDeletedVIPCountsAsNotFound(t *testing.T) {
 	if err := f.store.DeleteVIP(context.Background(), "payments"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleted VIP counted", func() bool { return f.metric(t, "xspace_discovery_not_found_vips") == 1 })
+	f.sync(t)
+	if got := f.metric(t, "xspace_discovery_not_found_vips"); got != 1 {
+		t.Fatalf("xspace_discovery_not_found_vips = %v after the VIP was deleted, want 1", got)
+	}
 	f.register(t, "payments", "p1", "10.0.0.1")
-	eventually(t, "restored VIP no longer counted", func() bool { return f.metric(t, "xspace_discovery_not_found_vips") == 0 })
+	f.sync(t)
+	if got := f.metric(t, "xspace_discovery_not_found_vips"); got != 0 {
+		t.Fatalf("xspace_discovery_not_found_vips = %v after the VIP came back, want 0", got)
+	}
 }
 
 // TestAbandonedAcquireHoldsNothing: a stream that goes away while another
@@ -162,7 +169,7 @@ func TestAbandonedAcquireHoldsNothing(t *testing.T) {
 		_, held := f.disc.Acquire(context.Background(), "payments.vip")
 		first <- held
 	}()
-	eventually(t, "first lookup started", func() bool { return f.src.lookups.Load() == 1 })
+	await.True(t, "first lookup started", func() bool { return f.src.lookups.Load() == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if found, held := f.disc.Acquire(ctx, "payments.vip"); found || held {

@@ -21,6 +21,7 @@ package discovery
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -91,7 +92,14 @@ type Discovery struct {
 
 	dirtyMu sync.Mutex
 	dirty   map[string]struct{}
-	wakeup  chan struct{}
+	// deferred counts changes to VIPs whose first lookup was running when
+	// the change was processed; each is marked dirty again once it ends.
+	deferred int
+	wakeup   chan struct{}
+
+	// syncs are Sync's requests; Run answers them (closes the channel)
+	// once every change before them is published.
+	syncs chan chan struct{}
 
 	routes *outboundRoutes
 }
@@ -165,6 +173,7 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		idleAbsent: list.New(),
 		dirty:      make(map[string]struct{}),
 		wakeup:     make(chan struct{}, 1),
+		syncs:      make(chan chan struct{}),
 	}
 	d.routes = &outboundRoutes{
 		pub: pub, now: opts.Now, routes: make(map[string]registry.VIP),
@@ -286,6 +295,10 @@ func (d *Discovery) markDirty(name string) {
 	d.dirtyMu.Lock()
 	d.dirty[name] = struct{}{}
 	d.dirtyMu.Unlock()
+	d.wake()
+}
+
+func (d *Discovery) wake() {
 	select {
 	case d.wakeup <- struct{}{}:
 	default:
@@ -299,17 +312,58 @@ func (d *Discovery) Run(ctx context.Context) {
 	d.routes.mu.Unlock()
 	sweep := time.NewTicker(min(d.opts.Grace/4, d.opts.NotFoundGrace/4, 10*time.Second))
 	defer sweep.Stop()
+	var syncs []chan struct{}
 	for {
 		select {
 		case <-ctx.Done():
 			d.stopAll()
 			return
+		case done := <-d.syncs:
+			syncs = append(syncs, done)
+			d.processDirty()
 		case <-d.wakeup:
 			d.processDirty()
 		case <-sweep.C:
 			d.forgetIdle()
 		}
+		if len(syncs) > 0 && d.settled() {
+			d.routes.flush()
+			for _, done := range syncs {
+				close(done)
+			}
+			syncs = nil
+		}
 	}
+}
+
+// Sync returns once every registry change the source notified before the
+// call has been looked up and its result published, including the
+// outbound route configuration it affects (published now rather than
+// coalesced). Tests wait on it before asserting that a change did not
+// reach a stream. A registry that learns of changes asynchronously (Consul)
+// notifies them after they happen: Sync covers only those it has
+// notified. Sync waits for Run, and gives up with ctx's error.
+func (d *Discovery) Sync(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case d.syncs <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("discovery sync: %w", ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("discovery sync: %w", ctx.Err())
+	}
+}
+
+// settled reports that no change is waiting to be processed: none is
+// marked dirty and none waits for a first lookup to end.
+func (d *Discovery) settled() bool {
+	d.dirtyMu.Lock()
+	defer d.dirtyMu.Unlock()
+	return len(d.dirty) == 0 && d.deferred == 0
 }
 
 func (d *Discovery) processDirty() {
@@ -327,7 +381,17 @@ func (d *Discovery) processDirty() {
 			// Its first lookup is still running and may have read the
 			// registry before this change: look again once it is done,
 			// without holding up the other VIPs.
-			go func() { <-v.ready; d.markDirty(name) }()
+			d.dirtyMu.Lock()
+			d.deferred++
+			d.dirtyMu.Unlock()
+			go func() {
+				<-v.ready
+				d.dirtyMu.Lock()
+				d.dirty[name] = struct{}{}
+				d.deferred--
+				d.dirtyMu.Unlock()
+				d.wake()
+			}()
 		default:
 			d.track(v, d.resolve(v))
 		}

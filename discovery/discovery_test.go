@@ -14,6 +14,7 @@ import (
 	gcpcache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
@@ -91,8 +92,9 @@ func newFixtureWith(t *testing.T, opts Options) *fixture {
 	pub := &counting{Cache: cache.New([]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}), sets: map[string]int{}}
 	d := New(src, pub, opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go d.Run(ctx)
+	var run sync.WaitGroup
+	run.Go(func() { d.Run(ctx) })
+	t.Cleanup(func() { cancel(); run.Wait() })
 	return &fixture{src: src, pub: pub, disc: d, store: store}
 }
 
@@ -104,14 +106,14 @@ func (f *fixture) register(t *testing.T, vip, id, addr string) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+// sync returns once discovery has published every registry change made so
+// far (Discovery.Sync).
+func (f *fixture) sync(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), await.Timeout)
+	defer cancel()
+	if err := f.disc.Sync(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -126,13 +128,13 @@ func TestRegistryOutageKeepsLastKnown(t *testing.T) {
 
 	f.src.broken.Store(true)
 	f.register(t, "payments", "p2", "10.0.0.2") // change arrives; lookup fails
-	eventually(t, "failed lookups retried", func() bool { return f.src.lookups.Load() >= 4 })
+	await.True(t, "failed lookups retried", func() bool { return f.src.lookups.Load() >= 4 })
 	if v, ok := f.pub.Version(cache.Item{TypeURL: resource.EndpointType, Name: "payments.vip"}); !ok || v != before {
 		t.Fatalf("during the outage endpoints changed or vanished: %q %v, want %q", v, ok, before)
 	}
 
 	f.src.broken.Store(false) // the retry converges without any new change
-	eventually(t, "converged after the outage", func() bool {
+	await.True(t, "converged after the outage", func() bool {
 		v, ok := f.pub.Version(cache.Item{TypeURL: resource.EndpointType, Name: "payments.vip"})
 		return ok && v != before
 	})
@@ -161,15 +163,17 @@ func TestChangeRebuildsOnlyThatVIP(t *testing.T) {
 	f.disc.Acquire(context.Background(), "a.vip")
 	f.disc.Acquire(context.Background(), "b.vip")
 	f.register(t, "a", "a2", "10.0.0.3")
-	eventually(t, "a republished", func() bool { return f.pub.count("a.vip") >= 2 }) // first resolve, then the change
-	time.Sleep(20 * time.Millisecond)
+	f.sync(t)
+	if n := f.pub.count("a.vip"); n != 2 {
+		t.Fatalf("a.vip published %d times, want 2 (its first resolve, then the change)", n)
+	}
 	if n := f.pub.count("b.vip"); n != 1 {
 		t.Fatalf("b.vip published %d times, want 1 (its first resolve only)", n)
 	}
 	// Unwatched VIPs are not looked up at all.
 	lookups := f.src.lookups.Load()
 	f.register(t, "c", "c1", "10.0.0.4")
-	time.Sleep(20 * time.Millisecond)
+	f.sync(t)
 	if f.src.lookups.Load() != lookups {
 		t.Fatal("a change to a VIP nobody holds caused a lookup")
 	}
@@ -223,11 +227,11 @@ func TestFailedFirstLookupIsUnknownNotAbsent(t *testing.T) {
 		t.Fatalf("failed lookup of ghost published %q", v)
 	}
 	f.src.broken.Store(false)
-	eventually(t, "payments published after recovery", func() bool {
+	await.True(t, "payments published after recovery", func() bool {
 		_, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "payments.vip"})
 		return ok
 	})
-	eventually(t, "ghost published as absent after recovery", func() bool {
+	await.True(t, "ghost published as absent after recovery", func() bool {
 		v, ok := f.pub.Version(cache.Item{TypeURL: resource.ClusterType, Name: "ghost.vip"})
 		return ok && v == "absent"
 	})
@@ -274,7 +278,7 @@ func TestOutboundRoutesFollowWatchedPolicies(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, "default routes published", func() bool { return f.pub.count(names.OutboundRoute) == 1 })
+	await.True(t, "default routes published", func() bool { return f.pub.count(names.OutboundRoute) == 1 })
 	const burst = 50
 	ctx := context.Background()
 	for i := range burst {
@@ -288,7 +292,7 @@ func TestOutboundRoutesFollowWatchedPolicies(t *testing.T) {
 	for i := range burst {
 		f.disc.Acquire(ctx, fmt.Sprintf("own-%02d.vip", i))
 	}
-	eventually(t, "every own route published", func() bool { return len(routes()) == burst })
+	await.True(t, "every own route published", func() bool { return len(routes()) == burst })
 	if got := routes(); slices.Contains(got, "plain") {
 		t.Fatalf("a VIP at the defaults got a route of its own: %v", got)
 	}
@@ -298,5 +302,33 @@ func TestOutboundRoutesFollowWatchedPolicies(t *testing.T) {
 	for i := range burst {
 		f.disc.Release(fmt.Sprintf("own-%02d.vip", i))
 	}
-	eventually(t, "routes of forgotten VIPs removed", func() bool { return len(routes()) == 0 })
+	await.True(t, "routes of forgotten VIPs removed", func() bool { return len(routes()) == 0 })
+}
+
+// TestSyncCoversAChangeDuringTheFirstLookup: a change that arrives while a
+// VIP's first lookup runs is looked up again once that ends; Sync, called
+// after the change, returns only once that lookup is published.
+func TestSyncCoversAChangeDuringTheFirstLookup(t *testing.T) {
+	f := newFixture(t)
+	f.register(t, "payments", "p1", "10.0.0.1")
+	f.src.gate = make(chan struct{})
+	acquired := make(chan struct{})
+	go func() {
+		defer close(acquired)
+		f.disc.Acquire(context.Background(), "payments.vip")
+	}()
+	await.True(t, "the first lookup started", func() bool { return f.src.lookups.Load() == 1 })
+	f.register(t, "payments", "p2", "10.0.0.2") // notified while the lookup is held
+	synced := make(chan error, 1)
+	go func() { synced <- f.disc.Sync(t.Context()) }()
+	close(f.src.gate)
+	<-acquired
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	// The first lookup read the registry after p2 (the gate holds it before
+	// it reads), but it may not have: what Sync must cover is the second.
+	if n := f.pub.count("payments.vip"); n != 2 {
+		t.Fatalf("after Sync, payments.vip was published %d times, want 2 (its first lookup, and the one after the change)", n)
+	}
 }

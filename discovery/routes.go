@@ -71,12 +71,17 @@ func (r *outboundRoutes) changed() {
 		return
 	}
 	r.pending = true
-	r.after(wait, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
+	r.after(wait, r.flush)
+}
+
+// flush publishes a scheduled publication now.
+func (r *outboundRoutes) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending {
 		r.pending = false
 		r.publish()
-	})
+	}
 }
 
 // publish publishes the configuration. Called with r.mu held.

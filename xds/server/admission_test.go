@@ -8,6 +8,7 @@ import (
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
@@ -49,7 +50,7 @@ func TestAdmissionHoldsStreamsBeyondTheBudget(t *testing.T) {
 	}
 	second := m.delta(t, "n2")
 	second.subscribe(cds, "payments.vip")
-	waitFor(t, func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
+	await.True(t, "one stream waiting for admission", func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
 	srv := m.srv
 	if n := len(srv.Proxies()); n != 1 {
 		t.Fatalf("%d streams admitted, want 1", n)

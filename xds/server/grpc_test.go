@@ -66,8 +66,7 @@ func TestAPIListenerFollowsTheVIP(t *testing.T) {
 	}
 	// An endpoint change rebuilds the cluster's endpoints, not the listeners or route.
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
-	c.barrier()
-	c.quiet()
+	c.nothingMore()
 
 	for _, step := range []struct {
 		protocol registry.Protocol
@@ -79,8 +78,7 @@ func TestAPIListenerFollowsTheVIP(t *testing.T) {
 			t.Fatalf("%s VIP: got %s %v removed %v, want route payments.vip with %d routes",
 				step.protocol, r.GetTypeUrl(), resourceNames(r), r.GetRemovedResources(), step.routes)
 		}
-		c.barrier()
-		c.quiet() // the listeners did not change
+		c.nothingMore() // the listeners did not change
 	}
 }
 

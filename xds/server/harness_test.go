@@ -23,6 +23,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
@@ -122,6 +123,17 @@ func (m *mesh) restart(tb testing.TB) {
 	m.serve(tb, prometheus.NewRegistry())
 }
 
+// sync returns once discovery has published every registry change made so
+// far (discovery.Discovery.Sync).
+func (m *mesh) sync(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), await.Timeout)
+	defer cancel()
+	if err := m.disc.Sync(ctx); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func (m *mesh) register(tb testing.TB, vip, id, addr string, status registry.Status) {
 	tb.Helper()
 	_, err := m.store.Register(context.Background(), registry.Instance{
@@ -135,6 +147,7 @@ func (m *mesh) register(tb testing.TB, vip, id, addr string, status registry.Sta
 // deltaClient behaves like Envoy's on-demand CDS over delta ADS.
 type deltaClient struct {
 	tb     testing.TB
+	m      *mesh
 	stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
 	resps  chan *discoveryv3.DeltaDiscoveryResponse
 	node   *corev3.Node
@@ -161,7 +174,7 @@ func (m *mesh) deltaAs(tb testing.TB, nodeID, service, tok string) *deltaClient 
 		tb.Fatal(err)
 	}
 	c := &deltaClient{
-		tb: tb, stream: stream, cancel: cancel,
+		tb: tb, m: m, stream: stream, cancel: cancel,
 		resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 64),
 		node:  &corev3.Node{Id: nodeID, Cluster: service},
 	}
@@ -240,14 +253,17 @@ func (c *deltaClient) barrier() {
 	}
 }
 
-// quiet asserts that nothing more arrives within a short window.
-func (c *deltaClient) quiet() {
+// nothingMore asserts that the stream was sent nothing beyond what the
+// test received. Once discovery has published every registry change made
+// so far (sync) and the server has handled every request sent so far
+// (barrier; go-control-plane's delta server sends the responses waiting in
+// its watches before it handles a request: pkg/server/delta/v3/server.go,
+// processAll), anything those made the server send arrives before the
+// barrier's answer.
+func (c *deltaClient) nothingMore() {
 	c.tb.Helper()
-	select {
-	case r := <-c.resps:
-		c.tb.Fatalf("unexpected response: type %s resources %v removed %v", r.GetTypeUrl(), resourceNames(r), r.GetRemovedResources())
-	case <-time.After(150 * time.Millisecond):
-	}
+	c.m.sync(c.tb)
+	c.barrier()
 }
 
 func resourceNames(r *discoveryv3.DeltaDiscoveryResponse) []string {

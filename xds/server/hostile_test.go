@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
@@ -244,7 +245,7 @@ func TestRequestsOutsideWhatIsServed(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { return len(m.srv.Proxies()) == 0 })
+	await.True(t, "no proxy connected", func() bool { return len(m.srv.Proxies()) == 0 })
 	if w := m.disc.Watched(); len(w) != 0 {
 		t.Fatalf("refused requests left VIPs watched: %+v", w)
 	}
@@ -291,7 +292,7 @@ func TestAuthenticatedStreamsAreAdmittedFirst(t *testing.T) {
 	m.register(t, "payments", "p1", "10.0.0.1", registry.StatusUp)
 	waiting := func(n float64) {
 		t.Helper()
-		waitFor(t, func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == n })
+		await.True(t, "the streams waiting for admission", func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == n })
 	}
 	var flood []*deltaClient
 	for i := range 3 {
@@ -348,7 +349,7 @@ func TestStreamsPerPeerAreBounded(t *testing.T) {
 		t.Fatalf("refused (peer_limit) = %v, want 1", got)
 	}
 	open[0].cancel()
-	waitFor(t, func() bool { return len(m.srv.Proxies()) == 1 })
+	await.True(t, "one proxy connected", func() bool { return len(m.srv.Proxies()) == 1 })
 	if err := streamError(t, m.delta(t, "n4")); err != nil {
 		t.Fatalf("after one stream ended: %v; want the new one served", err)
 	}
@@ -364,7 +365,7 @@ func TestAdmissionQueueIsBounded(t *testing.T) {
 	})
 	first := m.delta(t, "n1")
 	first.subscribe(cds, "payments.vip")
-	waitFor(t, func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
+	await.True(t, "one stream waiting for admission", func() bool { return metricValue(t, m.reg, "xspace_xds_admission_waiting_streams") == 1 })
 	err := streamError(t, m.delta(t, "n2"))
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "xds.max_waiting_streams") {
 		t.Fatalf("second waiting stream: %v; want Unavailable naming xds.max_waiting_streams", err)

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
@@ -41,7 +42,7 @@ func TestDeltaAndSotwStreamsSideBySide(t *testing.T) {
 	if err := sotw.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(m.srv.Proxies()) == 1 })
+	await.True(t, "one proxy connected", func() bool { return len(m.srv.Proxies()) == 1 })
 	if w := watched(m, "payments"); w == nil || w.References != 1 {
 		t.Fatalf("after the sotw stream closed: %+v, want the delta stream's 1 subscriber", w)
 	}
@@ -64,7 +65,7 @@ func TestEnvoyWildcardFirstRequestIsAnswered(t *testing.T) {
 	if r := c.recv(); len(r.GetResources()) != 0 {
 		t.Fatalf("wildcard request was sent %v", resourceNames(r))
 	}
-	c.quiet()
+	c.nothingMore()
 	// On-demand subscriptions on the same stream still work.
 	c.subscribe(cds, "payments.vip")
 	if r := c.recv(); !slices.Equal(resourceNames(r), []string{"payments.vip"}) {

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
 )
@@ -59,7 +60,7 @@ func TestReconnectResubscribes(t *testing.T) {
 	if got := resourceNames(r); !slices.Equal(got, []string{"b.vip"}) || !slices.Equal(r.GetRemovedResources(), []string{"c.vip"}) {
 		t.Fatalf("reconnect EDS: resources %v removed %v; want [b.vip] and [c.vip]", got, r.GetRemovedResources())
 	}
-	c2.quiet()
+	c2.nothingMore()
 	// a.vip is held again: its changes reach the new stream.
 	m.register(t, "a", "a2", "10.0.0.2", registry.StatusUp)
 	if r := c2.recv(); r.GetTypeUrl() != eds || !slices.Equal(resourceNames(r), []string{"a.vip"}) {
@@ -76,7 +77,7 @@ func TestNACK(t *testing.T) {
 	c.subscribe(eds, "payments.vip")
 	r := <-c.resps
 	c.send(deltaReq{typeURL: eds, nonce: r.GetNonce(), nack: "endpoint rejected: test"})
-	c.quiet()
+	c.nothingMore()
 	if got := metricValue(t, m.reg, "xspace_xds_nacks_total", "type", "eds"); got != 1 {
 		t.Fatalf("nacks = %v, want 1", got)
 	}
@@ -104,7 +105,7 @@ func TestStreamCloseReleasesAndGraceForgets(t *testing.T) {
 		t.Fatalf("proxies = %+v", got)
 	}
 	c.cancel()
-	waitFor(t, func() bool { w := watched(m, "payments"); return w != nil && w.References == 0 })
+	await.True(t, "payments held by no stream", func() bool { w := watched(m, "payments"); return w != nil && w.References == 0 })
 	if len(m.srv.Proxies()) != 0 {
 		t.Fatalf("closed stream still listed: %+v", m.srv.Proxies())
 	}
@@ -167,15 +168,4 @@ func watched(m *mesh, name string) *struct{ References int } {
 		}
 	}
 	return nil
-}
-
-func waitFor(tb testing.TB, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -21,7 +21,7 @@ func TestOnDemandLifecycle(t *testing.T) {
 	if len(r.GetResources()) != 0 || !slices.Equal(r.GetRemovedResources(), []string{"ghost.vip"}) {
 		t.Fatalf("unknown name: resources %v removed %v; want removed [ghost.vip]", resourceNames(r), r.GetRemovedResources())
 	}
-	c.quiet() // the ACK must not trigger the same answer again
+	c.nothingMore() // the ACK must not trigger the same answer again
 
 	// A registered VIP: Cluster first, then its endpoints on EDS.
 	c.subscribe(cds, "payments.vip")
@@ -55,14 +55,14 @@ func TestOnDemandLifecycle(t *testing.T) {
 	if n := len(decodeCLA(t, r.GetResources()[0]).GetEndpoints()[0].GetLbEndpoints()); n != 2 {
 		t.Fatalf("after registering p2: %d endpoints, want 2", n)
 	}
-	c.quiet()
+	c.nothingMore()
 
 	// Unsubscribed: changes no longer reach this stream.
 	c.send(deltaReq{typeURL: eds, drop: []string{"payments.vip"}})
 	c.send(deltaReq{typeURL: cds, drop: []string{"payments.vip"}})
 	c.barrier()
 	m.register(t, "payments", "p3", "10.0.0.3", registry.StatusUp)
-	c.quiet()
+	c.nothingMore()
 }
 
 func TestNotServedNamesAreRemoved(t *testing.T) {

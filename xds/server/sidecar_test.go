@@ -97,7 +97,7 @@ func TestEnvoySidecar(t *testing.T) {
 	if got := resourceNames(c.recv()); !slices.Equal(got, []string{"catalog.vip"}) {
 		t.Fatalf("on-demand cluster = %v", got)
 	}
-	c.quiet()
+	c.nothingMore()
 	if _, err := m.store.PutVIP(ctx, registry.VIP{Name: "payments", Policy: registry.Policy{
 		Retries: registry.Retries{Attempts: 4, On: []string{"5xx"}},
 	}}); err != nil {
@@ -203,5 +203,5 @@ func TestSidecarReconnectKeepsListeners(t *testing.T) {
 		}
 	}
 	c2.send(deltaReq{typeURL: rds, subscribe: []string{names.OutboundRoute}, initial: routes})
-	c2.quiet()
+	c2.nothingMore()
 }
