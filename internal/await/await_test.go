@@ -43,4 +43,3 @@ func TestWithinFailsWithTheLastError(t *testing.T) {
 		t.Fatalf("failure = %q, want what was awaited and the last error", r.failed)
 	}
 }
-
