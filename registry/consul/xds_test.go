@@ -201,9 +201,13 @@ func TestConsulOutage(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("after Consul came back: endpoints %v, want %v", got, want)
 	}
-	if h := m.s.Health(); !h.OK() {
-		t.Fatalf("health after recovery: %+v", h)
-	}
+	// The outage ends once Consul has answered everything for RecoverAfter.
+	eventually(t, 10*time.Second, func() error {
+		if h := m.s.Health(); !h.OK() {
+			return fmt.Errorf("health after recovery: %+v", h)
+		}
+		return nil
+	})
 	if m.metric("xspace_registry_consul_degraded") != 0 || m.metric("xspace_registry_consul_outages_total") != 1 {
 		t.Fatal("metrics do not show one outage that ended")
 	}
