@@ -140,7 +140,7 @@ func (s *sds) served(t *testing.T) published {
 	t.Helper()
 	s.run(t)
 	s.acquire(t)
-	return s.pub.await(t, 5*time.Second, "an identity", func(p published, ok bool) bool { return ok && p.serial != "" })
+	return s.pub.await(t, 5*time.Second, "identity", func(p published, ok bool) bool { return ok && p.serial != "" })
 }
 
 func (s *sds) acquire(t *testing.T) {
@@ -158,14 +158,14 @@ func TestFailedIdentityRequestLeavesOthersRenewed(t *testing.T) {
 	s := newSDS(t, 2*time.Second, secrets.ManagerOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	first := s.served(t)
 	s.iss.broken.Store(true)
-	s.pub.await(t, 5*time.Second, "the expired identity withdrawn", func(p published, _ bool) bool { return p.serial == "" })
+	s.pub.await(t, 5*time.Second, "withdrawal of the expired identity", func(p published, _ bool) bool { return p.serial == "" })
 	s.acquire(t) // cannot be served
 	s.sec.Release("payments", names.IdentitySecret)
 	if !s.mgr.Held("payments") {
 		t.Fatal("one sidecar left; the identity the other holds is no longer held")
 	}
 	s.iss.broken.Store(false)
-	renewed := s.pub.await(t, 10*time.Second, "a renewal", func(p published, _ bool) bool { return p.serial != "" && p.serial != first.serial })
+	renewed := s.pub.await(t, 10*time.Second, "renewal", func(p published, _ bool) bool { return p.serial != "" && p.serial != first.serial })
 	if renewed.deleted {
 		t.Fatalf("after the other sidecar left: %+v, want a renewed identity", renewed)
 	}
@@ -235,13 +235,13 @@ func TestHeldIdentityIsServedWhenIssued(t *testing.T) {
 		t.Fatalf("health while a held identity is missing: %+v", h)
 	}
 	s.iss.broken.Store(false)
-	s.pub.await(t, 10*time.Second, "the identity", func(p published, ok bool) bool { return ok && p.serial != "" })
+	s.pub.await(t, 10*time.Second, "identity", func(p published, ok bool) bool { return ok && p.serial != "" })
 	if h := s.mgr.Health(); !h.OK() {
 		t.Fatalf("health once served: %+v", h)
 	}
 
 	s.sec.Release("payments", names.IdentitySecret)
-	s.pub.await(t, time.Second, "the identity forgotten", func(p published, _ bool) bool { return p.deleted })
+	s.pub.await(t, time.Second, "deletion of the identity", func(p published, _ bool) bool { return p.deleted })
 }
 
 // TestExpiredIdentityIsWithdrawn: an identity that cannot be renewed is
@@ -251,7 +251,7 @@ func TestExpiredIdentityIsWithdrawn(t *testing.T) {
 	s := newSDS(t, 2*time.Second, secrets.ManagerOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	first := s.served(t)
 	s.iss.broken.Store(true)
-	gone := s.pub.await(t, 5*time.Second, "a tombstone", func(p published, _ bool) bool { return p.serial == "" && !p.deleted })
+	gone := s.pub.await(t, 5*time.Second, "tombstone", func(p published, _ bool) bool { return p.serial == "" && !p.deleted })
 	if !gone.at.Before(first.notAfter) {
 		t.Fatalf("withdrawn at %s, not before its NotAfter %s", gone.at, first.notAfter)
 	}

@@ -39,6 +39,24 @@ type losses struct {
 	log              []string
 }
 
+// minus returns what was lost since o.
+func (l losses) minus(o losses) losses {
+	return losses{
+		clustersRemoved:  l.clustersRemoved - o.clustersRemoved,
+		endpointsRemoved: l.endpointsRemoved - o.endpointsRemoved,
+		emptyAssignments: l.emptyAssignments - o.emptyAssignments,
+	}
+}
+
+// plus adds o to l.
+func (l losses) plus(o losses) losses {
+	return losses{
+		clustersRemoved:  l.clustersRemoved + o.clustersRemoved,
+		endpointsRemoved: l.endpointsRemoved + o.endpointsRemoved,
+		emptyAssignments: l.emptyAssignments + o.emptyAssignments,
+	}
+}
+
 func (m *mesh) holder(tb testing.TB, nodeID string) *holder {
 	tb.Helper()
 	h := &holder{tb: tb, stream: m.stream(tb), clusters: map[string]bool{}, endpoints: map[string][]string{}}
