@@ -60,7 +60,7 @@ func TestVaultOutageUnderHeldIdentities(t *testing.T) {
 	}
 	v := vaulttest.StartServer(t, bin)
 	pki := vaulttest.SetupPKI(t, v.Client(t), vaulttest.PKIOptions{TTL: life})
-	p, token := meshdOnVault(t, v, pki)
+	p, token := meshdOnVault(t, v.Addr, v.Token, pki)
 
 	a := holdIdentity(t, p.xds, token("payments"), "payments", "payments-1")
 	first := a.await(t, 10*time.Second, "identity", func(evs []identityEvent) bool { return len(evs) > 0 })[0]
@@ -93,14 +93,14 @@ func TestVaultOutageUnderHeldIdentities(t *testing.T) {
 	}
 }
 
-// meshdOnVault starts meshd with secrets from Vault's PKI, and returns it
-// with a way to mint sidecars' tokens.
-func meshdOnVault(t *testing.T, v *vaulttest.Server, pki vaulttest.PKI) (*process, func(service string) string) {
+// meshdOnVault starts meshd with secrets from the PKI of the Vault at addr,
+// logged in with vaultToken, and returns it with a way to mint sidecars' tokens.
+func meshdOnVault(t *testing.T, addr, vaultToken string, pki vaulttest.PKI) (*process, func(service string) string) {
 	t.Helper()
 	meshdBin, meshctlBin := binaries(t)
 	cfg := filepath.Join(t.TempDir(), "meshd.yaml")
 	yml := fmt.Sprintf("secrets:\n  type: vault\n  vault:\n    address: %s\n    mount: %s\n    role: %s\n    token: %s\n",
-		v.Addr, pki.Mount, pki.Role, v.Token)
+		addr, pki.Mount, pki.Role, vaultToken)
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
