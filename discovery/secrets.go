@@ -13,10 +13,17 @@ import (
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
-// Certificates is what secret discovery needs from the certificate manager.
+// Certificates is what secret discovery needs from the certificate manager,
+// which keeps the one count of the streams holding each identity.
 type Certificates interface {
+	// Acquire takes one reference to service's identity whatever the
+	// outcome (see secrets.Manager.Acquire), and returns it if it is served.
 	Acquire(ctx context.Context, service string) (secrets.Certificate, error)
+	// Release gives back one reference taken by Acquire.
 	Release(service string)
+	// Held reports whether any reference to service's identity is held.
+	Held(service string) bool
+	// Current returns service's identity while it may be served.
 	Current(service string) (secrets.Certificate, bool)
 	TrustBundle(ctx context.Context) ([]byte, error)
 	OnChange(fn func(service string))
@@ -28,15 +35,25 @@ var _ Certificates = (*secrets.Manager)(nil)
 // the service the stream authenticated as, published in the cache under
 // that service's scope so no other stream can see it; xspace/trust-bundle
 // is shared. A stream that did not authenticate gets no identity: the name
-// is unknown to it and answered as not found. Rotations are republished to
-// the streams that hold them.
+// is unknown to it and answered as not found.
+//
+// The certificate manager counts the streams holding an identity: every
+// Acquire of an identity takes a reference there, served or not, and the
+// one Release the stream owes gives it back. What the cache holds follows
+// the manager, decided under mu from its state at that moment: while a
+// stream holds an identity, the cache has its current certificate (pushed
+// when it rotates, or when an identity that could not be issued finally
+// is), or, once it expired unrenewed, a tombstone, so no stream keeps or
+// receives an expired certificate; when the last stream lets go, the
+// identity is forgotten.
 type Secrets struct {
 	certs Certificates
 	pub   Publisher
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	refs map[string]int // streams holding each service's identity
+	// mu orders what is published for an identity with what the manager
+	// says about it.
+	mu sync.Mutex
 }
 
 // NewSecrets returns secret discovery over a certificate manager.
@@ -44,7 +61,7 @@ func NewSecrets(certs Certificates, pub Publisher, logger *slog.Logger) *Secrets
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Secrets{certs: certs, pub: pub, log: logger.With("component", "sds"), refs: map[string]int{}}
+	s := &Secrets{certs: certs, pub: pub, log: logger.With("component", "sds")}
 	certs.OnChange(s.changed)
 	return s
 }
@@ -52,22 +69,21 @@ func NewSecrets(certs Certificates, pub Publisher, logger *slog.Logger) *Secrets
 // Acquire makes secret name ready for a stream of service ("" when the
 // stream did not authenticate). found says the name is one the stream may
 // see; held that it holds a reference, given back with one Release (an
-// identity only).
+// identity only). An identity that cannot be issued now is still held: it
+// is published as soon as the manager's retries issue it.
 func (s *Secrets) Acquire(ctx context.Context, service, name string) (found, held bool) {
 	switch name {
 	case names.IdentitySecret:
-		if service == "" {
+		if names.ValidateVIP(service) != nil {
 			return false, false
 		}
-		s.mu.Lock()
-		s.refs[service]++
-		s.mu.Unlock()
-		cert, err := s.certs.Acquire(ctx, service)
-		if err != nil {
-			s.log.Error("no identity certificate; the proxy waits for one", "service", service, "error", err)
-			return true, true
+		if _, err := s.certs.Acquire(ctx, service); err != nil {
+			s.log.Warn("no identity certificate yet; retrying until it is issued or the proxy lets go",
+				"service", service, "error", err)
 		}
-		s.publishIdentity(cert)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.syncIdentity(service)
 		return true, true
 	case names.TrustBundleSecret:
 		s.publishBundle(ctx)
@@ -76,49 +92,45 @@ func (s *Secrets) Acquire(ctx context.Context, service, name string) (found, hel
 	return false, false
 }
 
-// Release undoes one Acquire; the identity of a service no stream holds is
-// dropped from the cache and from renewal.
+// Release undoes one Acquire that held; the identity of a service no stream
+// holds is dropped from the cache (and, in the manager, from renewal).
 func (s *Secrets) Release(service, name string) {
-	if name != names.IdentitySecret || service == "" {
+	if name != names.IdentitySecret || names.ValidateVIP(service) != nil {
 		return
 	}
 	s.mu.Lock()
-	s.refs[service]--
-	last := s.refs[service] <= 0
-	if last {
-		delete(s.refs, service)
-	}
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 	s.certs.Release(service)
-	if last {
-		s.pub.Delete(cache.Item{TypeURL: resource.SecretType, Name: names.IdentitySecret, Scope: service})
-	}
+	s.syncIdentity(service)
 }
 
-// changed republishes a rotated certificate, or the trust bundle ("").
+// changed republishes a rotated, newly issued or expired identity, or the
+// trust bundle ("").
 func (s *Secrets) changed(service string) {
 	if service == "" {
 		s.publishBundle(context.Background())
 		return
 	}
 	s.mu.Lock()
-	held := s.refs[service] > 0
-	s.mu.Unlock()
-	if !held {
+	defer s.mu.Unlock()
+	s.syncIdentity(service)
+}
+
+// syncIdentity makes the cache hold what the manager says of service's
+// identity now: nothing if no stream holds it, else its current
+// certificate, or a tombstone while it has none that may be served (not
+// issued yet, or expired: streams holding it drop it). Called with mu held.
+func (s *Secrets) syncIdentity(service string) {
+	it := cache.Item{TypeURL: resource.SecretType, Name: names.IdentitySecret, Scope: service}
+	if !s.certs.Held(service) {
+		s.pub.Delete(it)
 		return
 	}
 	if cert, ok := s.certs.Current(service); ok {
-		s.publishIdentity(cert)
+		it.Msg = translate.IdentitySecret(cert)
 	}
-}
-
-func (s *Secrets) publishIdentity(cert secrets.Certificate) {
-	err := s.pub.Update(cache.Item{
-		TypeURL: resource.SecretType, Name: names.IdentitySecret, Scope: cert.Service,
-		Msg: translate.IdentitySecret(cert),
-	})
-	if err != nil {
-		s.log.Error("publishing identity", "service", cert.Service, "error", err)
+	if err := s.pub.Update(it); err != nil {
+		s.log.Error("publishing identity", "service", service, "error", err)
 	}
 }
 

@@ -28,3 +28,38 @@ func UnregisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) {
 		reg.Unregister(c)
 	}
 }
+
+// LeaseMetrics are the metrics of a registry that expires leases under the
+// SelfPreservation rule, with the same names whichever registry it is.
+type LeaseMetrics struct {
+	// Expirations counts instances taken out because their lease expired.
+	Expirations prometheus.Counter
+	// SelfPreservation is 1 while expiry is suspended.
+	SelfPreservation prometheus.Gauge
+	// Overdue is how many instances have missed their lease and are still
+	// served (held by self-preservation, or awaiting expiry), at the last pass.
+	Overdue prometheus.Gauge
+}
+
+// NewLeaseMetrics returns the lease metrics, not registered.
+func NewLeaseMetrics() LeaseMetrics {
+	return LeaseMetrics{
+		Expirations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xspace_registry_lease_expirations_total",
+			Help: "Instances removed because their lease expired.",
+		}),
+		SelfPreservation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xspace_registry_self_preservation",
+			Help: "1 while lease expiry is suspended because too many leases expired at once.",
+		}),
+		Overdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xspace_registry_overdue_instances",
+			Help: "Instances whose lease has run out and that are still registered (held by self-preservation, or awaiting expiry), at the last sweep.",
+		}),
+	}
+}
+
+// Collectors returns the metrics, for RegisterAll.
+func (m LeaseMetrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Expirations, m.SelfPreservation, m.Overdue}
+}

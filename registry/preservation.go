@@ -1,8 +1,11 @@
 package registry
 
 import (
+	"log/slog"
 	"math"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of SelfPreservation.
@@ -77,4 +80,19 @@ func (p SelfPreservation) Limit(c LeaseCounts) int {
 // missed than Limit allows.
 func (p SelfPreservation) Engaged(c LeaseCounts) bool {
 	return c.Overdue > 0 && c.Fleet() >= p.MinInstances && c.Missed() > p.Limit(c)
+}
+
+// Report exports a pass's verdict on g and, when it differs from the
+// previous one (was), logs the transition once: at Warn when expiry stops,
+// at Info when it resumes.
+func (p SelfPreservation) Report(log *slog.Logger, g prometheus.Gauge, was, on bool, c LeaseCounts) {
+	switch {
+	case on && !was:
+		g.Set(1)
+		log.Warn("self-preservation on: too many leases of renewing instances missed at once, expiring none until heartbeats resume",
+			"overdue", c.Overdue, "recently_expired", c.Expired, "renewing", c.Renewing, "limit", p.Limit(c))
+	case !on && was:
+		g.Set(0)
+		log.Info("self-preservation off: lease expiry resumed", "overdue", c.Overdue)
+	}
 }

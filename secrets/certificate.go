@@ -3,8 +3,11 @@
 // the trust bundle that verifies them. An Issuer is a certificate source, the
 // embedded CA (secrets/embedded) or Vault PKI (secrets/vault); the Manager
 // caches what an Issuer returns, renews it at about half its lifetime, keeps
-// serving the cached certificate while the Issuer fails, and tells the xDS
-// side when a certificate rotates.
+// serving the cached certificate while the Issuer fails (retrying before it
+// expires, whatever the backoff), withdraws it a moment before its NotAfter
+// if it could not be renewed, retries an identity a proxy holds but could
+// not be given until it is issued, and tells the xDS side when a
+// certificate rotates, is issued at last, or is withdrawn.
 //
 // Private keys never leave this package's values in printable form:
 // Certificate formats, logs and marshals to JSON with its key redacted, and

@@ -24,6 +24,20 @@ const (
 	// renewJitter spreads renewals of certificates issued together: a
 	// renewal falls within ±renewJitter of the lifetime around RenewAt.
 	renewJitter = 0.05
+	// maxMissingBackoff bounds the backoff of an identity a proxy holds
+	// but has not received (its first issue failed, or it expired): the
+	// proxy waits for it, so it is retried at least this often.
+	maxMissingBackoff = 5 * time.Second
+	// retryShare bounds the backoff of a renewal by this share of the time
+	// the cached certificate stays served, so that retries come ever
+	// closer together, never after expiry, whatever the backoff.
+	retryShare = 3
+	// minRetry is the shortest wait between two retries.
+	minRetry = 100 * time.Millisecond
+	// maxExpiryMargin is how long before its NotAfter a certificate stops
+	// being served (at most a tenth of its lifetime): withdrawn then, it is
+	// never handed out expired, however late a timer fires.
+	maxExpiryMargin = time.Second
 )
 
 // ManagerOptions configure NewManager. The zero value is usable.
@@ -47,7 +61,9 @@ type ManagerOptions struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff
-	// between failed renewals; defaults 1s and 5m.
+	// between failed renewals; defaults 1s and 5m. Whatever they are, a
+	// renewal of a served certificate is retried within a third of the time
+	// it has left, and an identity not served at least every 5 s.
 	MinBackoff, MaxBackoff time.Duration
 	// IssueTimeout bounds one call to the Issuer; default 30s.
 	IssueTimeout time.Duration
@@ -89,12 +105,13 @@ type entry struct {
 	refs     int
 	cert     Certificate
 	has      bool          // cert is set and was not seen expired
+	lost     bool          // the last cert expired without a replacement
 	life     time.Duration // cert's lifetime from when it was received
 	nextTry  time.Time     // when the loop renews next (renewal time or backoff)
 	failures int           // consecutive failed issues since the last success
-	lastErr  string
-	released time.Time // when refs fell to 0
-	flight   *flight   // the issue in progress, if any
+	lastErr  error         // of the last failed issue; nil after a success
+	released time.Time     // when refs fell to 0
+	flight   *flight       // the issue in progress, if any
 }
 
 // flight is one call to the Issuer that concurrent callers wait for.
@@ -142,43 +159,50 @@ func setDefault(d *time.Duration, def time.Duration) {
 	}
 }
 
-// Acquire returns service's certificate and holds a reference to it until
-// Release. The first Acquire issues it (concurrent callers share one
-// issue); later ones return the cached certificate. A failed issue caches
-// nothing and holds no reference.
+// Acquire takes one reference to service's certificate, to be given back
+// with one Release, and returns the certificate. The reference is taken
+// whatever the outcome, so that acquiring and releasing cannot disagree:
+// when the certificate cannot be issued (or ctx ends first), Acquire
+// returns the error and Run retries with backoff (at least every 5 s)
+// until it is issued (listeners then hear of it) or released. The first
+// Acquire issues (concurrent callers share one issue); later ones return
+// the cached certificate, or, while issues fail, the last error until the
+// next retry is due. Only an invalid service name takes no reference.
 func (m *Manager) Acquire(ctx context.Context, service string) (Certificate, error) {
 	if err := names.ValidateVIP(service); err != nil {
 		return Certificate{}, fmt.Errorf("secrets: acquire: %w", err)
 	}
+	m.mu.Lock()
+	e := m.entries[service]
+	if e == nil {
+		e = &entry{service: service}
+		m.entries[service] = e
+	}
+	e.refs++
+	m.mu.Unlock()
 	for {
 		m.mu.Lock()
-		e := m.entries[service]
-		if e == nil {
-			e = &entry{service: service}
-			m.entries[service] = e
-		}
 		if e.usable(m.now()) {
-			e.refs++
 			cert := e.cert
 			m.mu.Unlock()
 			return cert, nil
 		}
 		f, leader := e.flight, false
 		if f == nil {
+			if e.failures > 0 && m.now().Before(e.nextTry) {
+				err := fmt.Errorf("secrets: certificate of %q not issued yet, retrying at %s: %w",
+					service, e.nextTry.Format(time.RFC3339Nano), e.lastErr)
+				m.mu.Unlock()
+				return Certificate{}, err
+			}
 			f, leader = &flight{done: make(chan struct{})}, true
 			e.flight = f
 		}
 		m.mu.Unlock()
 
 		if leader {
-			cert, stored, err := m.issue(ctx, e, f, true)
-			if err != nil {
-				return Certificate{}, err
-			}
-			if stored {
-				return cert, nil
-			}
-			continue // released and dropped meanwhile: start over
+			cert, _, err := m.issue(ctx, e, f, true)
+			return cert, err
 		}
 		select {
 		case <-f.done:
@@ -224,7 +248,24 @@ func (m *Manager) countLocked(acquire, cancelled bool, err error) {
 	}
 }
 
-func (e *entry) usable(now time.Time) bool { return e.has && now.Before(e.cert.NotAfter) }
+// usable reports whether e's certificate may be served at now: until
+// withdrawAt.
+func (e *entry) usable(now time.Time) bool { return e.has && now.Before(e.withdrawAt()) }
+
+// withdrawAt is when e's certificate stops being served: a margin before
+// its NotAfter (maxExpiryMargin, at most a tenth of its lifetime).
+func (e *entry) withdrawAt() time.Time {
+	return e.cert.NotAfter.Add(-min(maxExpiryMargin, e.life/10))
+}
+
+// Held reports whether some holder holds service's certificate (Acquire
+// without its Release yet), whether or not it could be issued.
+func (m *Manager) Held(service string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.entries[service]
+	return e != nil && e.refs > 0
+}
 
 // Release drops a reference taken by Acquire. A certificate nobody holds
 // stays cached for the grace period, then is forgotten.
@@ -241,7 +282,7 @@ func (m *Manager) Release(service string) {
 		return
 	}
 	e.released = m.now()
-	if m.grace < 0 && e.flight == nil {
+	if (m.grace < 0 || !e.has) && e.flight == nil {
 		delete(m.entries, service)
 		m.updateGaugesLocked(m.now())
 		return
@@ -294,7 +335,7 @@ func (m *Manager) wake() {
 
 // issue runs flight f for entry e: one call to the Issuer, whose result is
 // stored in e if e is still the service's entry. acquire says whether the
-// caller is Acquire (which then holds a reference on success) or Run.
+// caller is Acquire or Run.
 func (m *Manager) issue(ctx context.Context, e *entry, f *flight, acquire bool) (Certificate, bool, error) {
 	cert, err := m.callIssuer(ctx, e.service)
 	if err == nil && cert.Service != e.service {
@@ -313,22 +354,22 @@ func (m *Manager) issue(ctx context.Context, e *entry, f *flight, acquire bool) 
 	switch {
 	case !live:
 	case err == nil:
-		// Holders (or the cached copy) learn of the new certificate; a
-		// first Acquire's caller gets it directly.
-		rotated = e.has || e.refs > 0
-		e.cert, e.has, e.failures, e.lastErr = cert, true, 0, ""
+		// Holders learn of the new certificate, unless the only one is the
+		// Acquire that issued it: it gets the certificate directly.
+		rotated = e.has || e.failures > 0 || e.refs > 1 || !acquire
+		if e.failures > 0 && !e.has {
+			m.log.Info("certificate issued after failed attempts", "service", e.service, "failures", e.failures)
+		}
+		e.cert, e.has, e.lost, e.failures, e.lastErr = cert, true, false, 0, nil
 		e.life = cert.NotAfter.Sub(now)
 		e.nextTry = m.renewTime(cert, now)
-		if acquire {
-			e.refs++
-		}
 	case cancelled && (e.refs > 0 || e.has):
 		// nothing learned of the issuer: the schedule stands
 	case e.refs > 0 || e.has:
 		e.failures++
-		e.lastErr = err.Error()
-		e.nextTry = now.Add(m.backoff(e.failures))
-	default: // a first issue failed: forget the service
+		e.lastErr = err
+		e.nextTry = now.Add(m.retryAfter(e, now))
+	default: // an issue nobody holds any more failed: forget the service
 		delete(m.entries, e.service)
 	}
 	m.countLocked(acquire, cancelled, err)

@@ -70,27 +70,86 @@ func TestReleasedCertificateKeptForGrace(t *testing.T) {
 	})
 }
 
-func TestAcquireFailureCachesNothing(t *testing.T) {
-	e := newEnv(t, embedded.Options{}, secrets.ManagerOptions{})
+// TestFailedAcquireHoldsAndIsRetried: an identity that cannot be issued is
+// held all the same by the Acquire that asked for it, health says it is
+// missing, a later Acquire does not ask the issuer before the retry is
+// due, retries back off but never beyond a few seconds, and every Acquire
+// is undone by exactly one Release.
+func TestFailedAcquireHoldsAndIsRetried(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	e := newEnv(t, embedded.Options{Now: clk.Now}, secrets.ManagerOptions{
+		Now: clk.Now, MinBackoff: time.Second, MaxBackoff: time.Hour,
+	})
 	e.iss.setFail(true)
 	_, err := e.m.Acquire(context.Background(), "payments")
 	if !errors.Is(err, errIssuer) || !strings.Contains(err.Error(), `"payments"`) {
 		t.Fatalf("Acquire error %v; want the issuer's error, naming the service", err)
 	}
-	if _, ok := e.m.Current("payments"); ok || len(e.m.Certificates()) != 0 {
-		t.Fatal("a failed issue left something cached")
+	if _, ok := e.m.Current("payments"); ok || !e.m.Held("payments") {
+		t.Fatal("a failed Acquire serves a certificate, or holds nothing")
+	}
+	if h := e.m.Health(); h.OK() || h.Missing != 1 {
+		t.Fatalf("health with a held identity that could not be issued: %+v", h)
 	}
 	if got := e.metric("xspace_secrets_acquire_errors_total"); got != 1 {
 		t.Fatalf("acquire errors = %v; want 1", got)
 	}
-	if !e.m.Health().OK() {
-		t.Fatalf("a failed first issue degraded health: %+v", e.m.Health())
+	if _, err := e.m.Acquire(context.Background(), "payments"); err == nil || len(e.iss.calls()) != 1 {
+		t.Fatalf("an Acquire before the retry is due: %v after %d issues; want the last error, no new issue", err, len(e.iss.calls()))
 	}
-	if _, err := e.m.Acquire(context.Background(), "Not A Service"); err == nil {
+	acquired := 2
+	var waits []time.Duration
+	for range 8 {
+		next := e.m.Certificates()[0].NextRenewal
+		waits = append(waits, next.Sub(clk.Now()))
+		clk.Set(next)
+		if _, err := e.m.Acquire(context.Background(), "payments"); err == nil {
+			t.Fatal("Acquire succeeded while the issuer fails")
+		}
+		acquired++
+	}
+	for i, w := range waits {
+		if w <= 0 || w > 5*time.Second {
+			t.Fatalf("retry %d of a missing identity after %s (all: %v); want within 5s", i+1, w, waits)
+		}
+	}
+	if _, err := e.m.Acquire(context.Background(), "Not A Service"); err == nil || e.m.Held("Not A Service") {
 		t.Fatal("Acquire accepted an invalid service name")
 	}
 	e.iss.setFail(false)
+	clk.Set(e.m.Certificates()[0].NextRenewal)
 	e.acquire("payments")
+	acquired++
+	if h := e.m.Health(); !h.OK() {
+		t.Fatalf("health once issued: %+v", h)
+	}
+	for range acquired {
+		if !e.m.Held("payments") {
+			t.Fatal("released before every Acquire was undone")
+		}
+		e.m.Release("payments")
+	}
+	if e.m.Held("payments") {
+		t.Fatalf("still held after %d Acquires and as many Releases", acquired)
+	}
+}
+
+// TestMissingIdentityIsIssuedByRun: Run retries an identity whose first
+// issue failed and tells the holders when it is issued.
+func TestMissingIdentityIsIssuedByRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, embedded.Options{}, secrets.ManagerOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Hour})
+	e.iss.setFail(true)
+	if _, err := e.m.Acquire(context.Background(), "payments"); err == nil {
+		t.Fatal("Acquire succeeded while the issuer fails")
+	}
+	e.run()
+	e.waitFor("retried", 5*time.Second, func() bool { return len(e.iss.calls()) >= 3 })
+	e.iss.setFail(false)
+	e.waitChange("payments", 10*time.Second)
+	if _, ok := e.m.Current("payments"); !ok || !e.m.Health().OK() {
+		t.Fatalf("after the retry issued it: health %+v", e.m.Health())
+	}
 }
 
 func TestRenewalAtHalfLife(t *testing.T) {
@@ -175,6 +234,32 @@ func TestRenewalBacksOffAndServesCached(t *testing.T) {
 	}
 }
 
+// TestRenewalRetriesBeforeExpiryWhateverTheBackoff: with a backoff longer
+// than the certificate has left, a failed renewal is retried within a
+// third of the time left, so an issuer back before expiry renews it in time.
+func TestRenewalRetriesBeforeExpiryWhateverTheBackoff(t *testing.T) {
+	t.Parallel()
+	const life = 6 * time.Second
+	e := newEnv(t, embedded.Options{Lifetime: life}, secrets.ManagerOptions{MinBackoff: 10 * time.Second, MaxBackoff: time.Minute})
+	e.run()
+	first := e.acquire("payments")
+	e.iss.setFail(true)
+	e.waitFor("a failed renewal", life, func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 1 })
+	failed := time.Now()
+	next := e.m.Certificates()[0].NextRenewal
+	if left := first.NotAfter.Sub(failed); next.Sub(failed) > left/3+100*time.Millisecond {
+		t.Fatalf("after a failed renewal with %s left, the next try is %s later (backoff at least 5s); want within a third", left, next.Sub(failed))
+	}
+	e.iss.setFail(false)
+	e.waitChange("payments", life)
+	if renewed := time.Now(); !renewed.Before(first.NotAfter) {
+		t.Fatalf("renewed %s after the certificate expired", renewed.Sub(first.NotAfter))
+	}
+	if h := e.m.Health(); !h.OK() || h.Expired != 0 {
+		t.Fatalf("health after renewal: %+v", h)
+	}
+}
+
 func TestExpiredWithoutRenewal(t *testing.T) {
 	t.Parallel()
 	const life = 3 * time.Second
@@ -185,8 +270,9 @@ func TestExpiredWithoutRenewal(t *testing.T) {
 	first := e.acquire("payments")
 	e.iss.setFail(true)
 	e.waitChange("payments", 2*life) // expiry withdraws the certificate
-	if time.Now().Before(first.NotAfter) {
-		t.Fatalf("withdrawn at %s, before its NotAfter %s", time.Now(), first.NotAfter)
+	// A moment (a tenth of its life, at most 1s) before NotAfter, never after.
+	if left := time.Until(first.NotAfter); left < 0 || left > time.Second {
+		t.Fatalf("withdrawn %s before its NotAfter; want within a second", left)
 	}
 	if _, ok := e.m.Current("payments"); ok {
 		t.Fatal("an expired certificate is still served")
@@ -219,7 +305,9 @@ func TestHealthNearExpiry(t *testing.T) {
 		{c.NotAfter.Add(-30 * time.Minute), true, true},
 		{c.NotAfter.Add(-10*time.Minute - time.Second), true, true},
 		{c.NotAfter.Add(-10 * time.Minute), false, true},
-		{c.NotAfter.Add(-time.Second), false, true},
+		{c.NotAfter.Add(-time.Second - time.Nanosecond), false, true},
+		// withdrawn a second before NotAfter, so it is never handed out expired
+		{c.NotAfter.Add(-time.Second), false, false},
 		{c.NotAfter, false, false},
 	}
 	for _, tt := range tests {

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		nearExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "xspace_secrets_near_expiry_certificates",
-			Help: "Cached certificates within the near-expiry window of their NotAfter, or expired while still wanted (these degrade /readyz).",
+			Help: "Held certificates within the near-expiry window of their NotAfter, or held identities not served (expired, or not issued yet); these degrade /readyz.",
 		}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xspace_secrets_renewals_total",

@@ -61,10 +61,10 @@ func (m *Manager) sweep() (due []*entry, wait time.Duration, expired []string) {
 		if e.flight != nil {
 			continue
 		}
-		if e.has && !now.Before(e.cert.NotAfter) {
-			m.log.Error("certificate expired without a replacement; no longer served",
+		if e.has && !e.usable(now) {
+			m.log.Error("certificate expired without a replacement (withdrawn a moment before its NotAfter); no longer served",
 				"service", name, "serial", e.cert.Serial, "not_after", e.cert.NotAfter, "last_error", e.lastErr)
-			e.cert, e.has = Certificate{}, false
+			e.cert, e.has, e.lost = Certificate{}, false, true
 			expired = append(expired, name)
 		}
 		if e.refs == 0 {
@@ -82,7 +82,7 @@ func (m *Manager) sweep() (due []*entry, wait time.Duration, expired []string) {
 		}
 		at(e.nextTry)
 		if e.has {
-			at(e.cert.NotAfter)
+			at(e.withdrawAt())
 			at(e.cert.NotAfter.Add(-m.nearWindow(e)))
 		}
 	}
@@ -101,14 +101,17 @@ func (m *Manager) renew(ctx context.Context, e *entry) {
 		// shutting down: not a renewal failure
 	case err != nil:
 		m.mu.Lock()
-		failures, retry := e.failures, e.nextTry
+		failures, retry, has := e.failures, e.nextTry, e.has
 		m.mu.Unlock()
-		if prev.NotAfter.After(m.now()) {
+		switch {
+		case failures&(failures-1) != 0:
+			// logged at 1, 2, 4, 8... failures: less as an outage lasts
+		case has:
 			m.log.Warn("certificate renewal failed; still serving the cached one",
 				"service", e.service, "error", err, "failures", failures,
 				"retry_at", retry, "cached_not_after", prev.NotAfter)
-		} else {
-			m.log.Error("certificate renewal failed; none served", "service", e.service,
+		default:
+			m.log.Error("certificate issue failed; none served, the proxies holding it wait for it", "service", e.service,
 				"error", err, "failures", failures, "retry_at", retry)
 		}
 	case stored:
@@ -134,8 +137,9 @@ func (m *Manager) renewTime(c Certificate, now time.Time) time.Time {
 	frac = min(max(frac, 0.05), 0.95)
 	at := start.Add(time.Duration(frac * float64(life)))
 	// An issuer handing out very short certificates gets no tighter loop
-	// than MinBackoff.
-	return later(at, now.Add(m.minBackoff))
+	// than MinBackoff, unless that would come after half its life: a
+	// renewal is always due while the certificate is served.
+	return later(at, now.Add(min(m.minBackoff, life/2)))
 }
 
 func later(a, b time.Time) time.Time {
@@ -145,10 +149,23 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// retryAfter is the wait before retry number e.failures of e's issue:
+// backoff, bounded so that a certificate still served is retried within a
+// third of the time it has left (so before it is withdrawn, however long
+// the backoff has grown), and one not served (never issued, or expired)
+// at least every maxMissingBackoff.
+func (m *Manager) retryAfter(e *entry, now time.Time) time.Duration {
+	if !e.usable(now) {
+		return m.backoff(e.failures, min(m.maxBackoff, maxMissingBackoff))
+	}
+	left := e.withdrawAt().Sub(now)
+	return max(min(m.backoff(e.failures, m.maxBackoff), left/retryShare), min(minRetry, left))
+}
+
 // backoff is the wait before retry number failures: MinBackoff doubled per
-// failure up to MaxBackoff, then jittered to between half and all of it.
-func (m *Manager) backoff(failures int) time.Duration {
-	d := m.maxBackoff
+// failure up to limit, then jittered to between half and all of it.
+func (m *Manager) backoff(failures int, limit time.Duration) time.Duration {
+	d := limit
 	if shift := failures - 1; shift < 32 {
 		if b := m.minBackoff << shift; b > 0 && b < d {
 			d = b

@@ -12,9 +12,10 @@ const (
 	StateDegraded = "degraded"
 )
 
-// Health is a snapshot of the manager for /readyz. It is degraded only when
-// a served certificate is within the near-expiry window of its NotAfter, or
-// a held one expired without a replacement; failing renewals alone are not
+// Health is a snapshot of the manager for /readyz. It is degraded when a
+// served certificate is within the near-expiry window of its NotAfter, or a
+// held identity is not served: it expired without a replacement, or its
+// first issue failed (proxies wait for it). Failing renewals alone are not
 // degraded while the cached certificates have time left.
 type Health struct {
 	// State is StateOK or StateDegraded.
@@ -25,6 +26,9 @@ type Health struct {
 	NearExpiry int `json:"near_expiry"`
 	// Expired counts held services whose certificate expired unrenewed.
 	Expired int `json:"expired"`
+	// Missing counts held services whose certificate could not be issued
+	// yet (retried with backoff).
+	Missing int `json:"missing"`
 	// Failing counts services whose last issue failed.
 	Failing int `json:"failing"`
 	// SoonestExpiry is the earliest NotAfter of a cached certificate.
@@ -63,7 +67,7 @@ func (m *Manager) healthLocked(now time.Time) Health {
 	for _, e := range m.entries {
 		if e.failures > 0 {
 			h.Failing++
-			h.LastError = e.lastErr
+			h.LastError = e.lastErr.Error()
 		}
 		switch {
 		case e.usable(now):
@@ -74,11 +78,14 @@ func (m *Manager) healthLocked(now time.Time) Health {
 			if m.near(e, now) {
 				h.NearExpiry++
 			}
-		case e.refs > 0:
+		case e.refs == 0:
+		case e.lost || e.has:
 			h.Expired++
+		case e.failures > 0:
+			h.Missing++
 		}
 	}
-	if h.NearExpiry+h.Expired > 0 {
+	if h.NearExpiry+h.Expired+h.Missing > 0 {
 		h.State = StateDegraded
 	}
 	return h
@@ -98,7 +105,10 @@ func (m *Manager) Certificates() []CertInfo {
 	now := m.now()
 	out := make([]CertInfo, 0, len(m.entries))
 	for _, e := range m.entries {
-		ci := CertInfo{Service: e.service, Refs: e.refs, Failures: e.failures, LastError: e.lastErr}
+		ci := CertInfo{Service: e.service, Refs: e.refs, Failures: e.failures}
+		if e.lastErr != nil {
+			ci.LastError = e.lastErr.Error()
+		}
 		if e.usable(now) {
 			ci.Serial, ci.NotBefore, ci.NotAfter = e.cert.Serial, e.cert.NotBefore, e.cert.NotAfter
 			ci.NearExpiry = m.near(e, now)
@@ -117,7 +127,7 @@ func (m *Manager) Certificates() []CertInfo {
 func (m *Manager) updateGaugesLocked(now time.Time) {
 	h := m.healthLocked(now)
 	m.metrics.certificates.Set(float64(h.Certificates))
-	m.metrics.nearExpiry.Set(float64(h.NearExpiry + h.Expired))
+	m.metrics.nearExpiry.Set(float64(h.NearExpiry + h.Expired + h.Missing))
 	if h.SoonestExpiry.IsZero() {
 		m.metrics.soonestExpiry.Set(0)
 	} else {

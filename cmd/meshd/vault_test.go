@@ -3,9 +3,6 @@ package main
 import (
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,18 +25,8 @@ func TestMeshdServesIdentitiesFromVault(t *testing.T) {
 	}
 	v := vaulttest.Start(t, bin)
 	pki := vaulttest.SetupPKI(t, v.Client(t), vaulttest.PKIOptions{TTL: time.Hour})
-	meshdBin, meshctlBin := binaries(t)
-	cfg := filepath.Join(t.TempDir(), "meshd.yaml")
-	yml := fmt.Sprintf("secrets:\n  type: vault\n  vault:\n    address: %s\n    mount: %s\n    role: %s\n    token: %s\n",
-		v.Addr, pki.Mount, pki.Role, vaulttest.RootToken)
-	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	data := t.TempDir()
-	p := startMeshd(t, meshdBin, data, "--config", cfg)
-	server := "http://" + strings.TrimPrefix(p.http, "http://")
-	tok := strings.TrimSpace(meshctl(t, meshctlBin, server, "token", "issue", "--service", "payments",
-		"--keyring", filepath.Join(data, "tokens.yaml")))
+	p, token := meshdOnVault(t, v.Addr, vaulttest.RootToken, pki)
+	tok := token("payments")
 
 	chain, bundle := fetchIdentity(t, p.xds, tok)
 	leaf, rest := pem.Decode(chain)

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	capi "github.com/hashicorp/consul/api"
 )
 
 // State values of Health.
@@ -13,7 +15,8 @@ const (
 	StateDegraded = "degraded"
 )
 
-// Health is the store's view of Consul, for /readyz and debug endpoints.
+// Health is the store's view of Consul and of its instances' leases, for
+// /readyz and debug endpoints.
 type Health struct {
 	// State is StateOK or StateDegraded.
 	State   string `json:"state"`
@@ -23,19 +26,35 @@ type Health struct {
 	// LastError is the error that began or last extended the outage.
 	LastError   string `json:"last_error,omitempty"`
 	WatchedVIPs int    `json:"watched_vips"`
+	// SelfPreservation, Overdue and Renewing are those of the embedded
+	// registry, over the watched VIPs' instances registered through meshd
+	// (see leases): whether lease expiry is suspended, how many leases are
+	// overdue and still served, and how many instances renew.
+	SelfPreservation bool `json:"self_preservation"`
+	Overdue          int  `json:"overdue"`
+	Renewing         int  `json:"renewing"`
 }
 
 // OK reports whether Consul answers.
 func (h Health) OK() bool { return h.State == StateOK }
 
-// healthState is whether Consul answered the last request that reached a
-// verdict. Guarded by mu.
+// healthState is whether Consul answers, with hysteresis: one request that
+// Consul cannot answer makes the store degraded; only a run of answers
+// lasting RecoverAfter, with no failure in between and the probe's
+// consistent read among them, ends the outage. So a Consul that comes back
+// and stumbles for a moment (a server replaying its log, an election) is
+// one outage, logged once each way, and /readyz does not flap. Guarded by mu.
 type healthState struct {
 	mu       sync.Mutex
 	degraded bool
 	since    time.Time
 	lastErr  error
 	lastSeen time.Time // last request with any verdict
+	// answering, while degraded, is when the current run of answers began;
+	// zero after a failure.
+	answering time.Time
+	// ended is when the last outage ended.
+	ended time.Time
 	// wake asks the probe loop to re-plan (the state changed).
 	wake chan struct{}
 }
@@ -46,12 +65,19 @@ func (h *healthState) touch() {
 	h.mu.Unlock()
 }
 
+func (h *healthState) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
 // failed records that Consul could not answer.
 func (s *Store) failed(err error) {
 	h := &s.health
 	h.mu.Lock()
 	h.lastSeen = time.Now()
-	h.lastErr = err
+	h.lastErr, h.answering = err, time.Time{}
 	began := !h.degraded
 	if began {
 		h.degraded, h.since = true, h.lastSeen
@@ -62,47 +88,69 @@ func (s *Store) failed(err error) {
 		s.metrics.outages.Inc()
 		s.log.Warn("consul unreachable: registry degraded; serving the last known state and retrying",
 			"address", s.opts.Address, "error", err)
-		select {
-		case h.wake <- struct{}{}:
-		default:
-		}
+		h.poke()
 	}
 }
 
-// succeeded records that Consul answered.
-func (s *Store) succeeded() {
+// succeeded records that Consul answered; probed says the answer was the
+// probe's consistent read, the only one that may end an outage.
+func (s *Store) succeeded(probed bool) {
 	h := &s.health
 	h.mu.Lock()
-	h.lastSeen = time.Now()
-	ended := h.degraded
+	now := time.Now()
+	h.lastSeen = now
+	if !h.degraded {
+		h.mu.Unlock()
+		return
+	}
+	first := h.answering.IsZero()
+	if first {
+		h.answering = now
+	}
+	ended := probed && now.Sub(h.answering) >= s.opts.RecoverAfter
 	since := h.since
 	if ended {
-		h.degraded, h.since, h.lastErr = false, time.Time{}, nil
+		h.degraded, h.since, h.lastErr, h.answering, h.ended = false, time.Time{}, nil, time.Time{}, now
 	}
 	h.mu.Unlock()
-	if ended {
+	switch {
+	case ended:
 		s.metrics.degraded.Set(0)
 		s.log.Info("consul reachable again: registry recovered", "address", s.opts.Address,
-			"outage", time.Since(since).Round(time.Millisecond))
+			"outage", now.Sub(since).Round(time.Millisecond))
+	case first:
+		h.poke() // probe at a steady pace until the outage can end
 	}
 }
 
-// Degraded reports whether Consul is currently unreachable.
+// Degraded reports whether the store is in an outage of Consul.
 func (s *Store) Degraded() bool {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
 	return s.health.degraded
 }
 
-// Health reports whether Consul answers, and since when it does not.
+// outage returns what the leases need of the health state.
+func (s *Store) outage() outage {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	return outage{degraded: s.health.degraded, ended: s.health.ended}
+}
+
+// Health reports whether Consul answers, since when it does not, and the
+// state of the leases.
 func (s *Store) Health() Health {
 	s.watchMu.Lock()
 	watched := len(s.watches)
 	s.watchMu.Unlock()
+	engaged, c := s.leases.status()
+	out := Health{
+		State: StateOK, Address: s.opts.Address, WatchedVIPs: watched,
+		SelfPreservation: engaged, Overdue: c.Overdue, Renewing: c.Renewing,
+	}
 	h := &s.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := Health{State: StateOK, Address: s.opts.Address, WatchedVIPs: watched}
 	if h.degraded {
 		out.State, out.DegradedSince = StateDegraded, h.since
 		if h.lastErr != nil {
@@ -112,27 +160,39 @@ func (s *Store) Health() Health {
 	return out
 }
 
-// probe asks the agent for the cluster leader: any answer means Consul is reachable.
+// probe reads the policy prefix consistently: an answer means that Consul
+// answers and that its leader has applied its log, so it serves current
+// state, not what a restarting server has replayed so far.
 func (s *Store) probe() error {
-	return s.call(s.ctx, opProbe, func(ctx context.Context) error {
-		_, err := s.client.Status().LeaderWithQueryOptions(s.queryOptions(ctx))
-		return err
-	})
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.QueryTimeout)
+	defer cancel()
+	q := &capi.QueryOptions{RequireConsistent: true, Datacenter: s.opts.Datacenter}
+	_, _, err := s.client.KV().Get(s.opts.KVPrefix+"/", q.WithContext(ctx))
+	s.record(opProbe, start, err)
+	return err
 }
 
 // probeLoop keeps the degraded state current: while degraded it probes with
-// backoff and jitter until Consul answers; while healthy it probes only when
-// no request has reached Consul for ProbeInterval, so an idle store notices
-// an outage too.
+// backoff and jitter until Consul answers, then at RetryInterval until the
+// outage can end; while healthy it probes only when no request has reached
+// Consul for ProbeInterval, so an idle store notices an outage too.
 func (s *Store) probeLoop() {
 	defer s.wg.Done()
 	failures := 0
 	for {
 		delay := s.opts.ProbeInterval
-		if s.Degraded() {
+		s.health.mu.Lock()
+		degraded, answering := s.health.degraded, !s.health.answering.IsZero()
+		s.health.mu.Unlock()
+		switch {
+		case degraded && answering:
+			failures = 0
+			delay = s.opts.RetryInterval
+		case degraded:
 			failures++
 			delay = backoff(s.opts.RetryInterval, s.opts.MaxRetryInterval, failures)
-		} else {
+		default:
 			failures = 0
 		}
 		t := time.NewTimer(delay)
@@ -147,7 +207,7 @@ func (s *Store) probeLoop() {
 		}
 		s.health.mu.Lock()
 		idle := time.Since(s.health.lastSeen) >= s.opts.ProbeInterval
-		degraded := s.health.degraded
+		degraded = s.health.degraded
 		s.health.mu.Unlock()
 		if degraded || idle {
 			_ = s.probe()

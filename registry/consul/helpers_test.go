@@ -139,6 +139,17 @@ func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	}
 }
 
+// healthy waits until the store's health is OK (want) or degraded (!want).
+func (e *env) healthy(want bool, timeout time.Duration) {
+	e.t.Helper()
+	eventually(e.t, timeout, func() error {
+		if h := e.s.Health(); h.OK() != want {
+			return fmt.Errorf("health %+v, want OK %v", h, want)
+		}
+		return nil
+	})
+}
+
 func instance(vip, id, addr string) registry.Instance {
 	return registry.Instance{VIP: vip, ID: id, Address: addr, Port: 8080}
 }

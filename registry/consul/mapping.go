@@ -134,14 +134,17 @@ func userMeta(meta map[string]string) map[string]string {
 	return out
 }
 
-// instancesOf maps a VIP's health entries to instances sorted by id. When
-// several entries map to one id (an instance re-registered through another
-// agent, whose old registration has not been reaped yet), the one with the
-// best status wins, then the lowest node name, so every replica picks the same.
-func (s *Store) instancesOf(vip string, entries []*capi.ServiceEntry) []registry.Instance {
+// instancesOf maps a VIP's health entries to instances sorted by id, and
+// the lease checks of those registered through meshd by id. When several
+// entries map to one id (an instance re-registered through another agent,
+// whose old registration has not been reaped yet), the one with the best
+// status wins, then the lowest node name, so every replica picks the same.
+func (s *Store) instancesOf(vip string, entries []*capi.ServiceEntry) ([]registry.Instance, map[string]leaseCheck) {
 	type candidate struct {
-		inst registry.Instance
-		node string
+		inst     registry.Instance
+		node     string
+		lease    leaseCheck
+		hasLease bool
 	}
 	byID := make(map[string]candidate, len(entries))
 	for _, e := range entries {
@@ -154,6 +157,7 @@ func (s *Store) instancesOf(vip string, entries []*capi.ServiceEntry) []registry
 			continue
 		}
 		c := candidate{inst: inst}
+		c.lease, c.hasLease = leaseOf(e, inst, s.opts.WarningIsUp)
 		if e.Node != nil {
 			c.node = e.Node.Node
 		}
@@ -165,11 +169,53 @@ func (s *Store) instancesOf(vip string, entries []*capi.ServiceEntry) []registry
 		byID[inst.ID] = c
 	}
 	out := make([]registry.Instance, 0, len(byID))
-	for _, c := range byID {
+	var leases map[string]leaseCheck
+	for id, c := range byID {
 		out = append(out, c.inst)
+		if c.hasLease {
+			if leases == nil {
+				leases = make(map[string]leaseCheck)
+			}
+			leases[id] = c.lease
+		}
 	}
 	slices.SortFunc(out, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) })
-	return out
+	return out, leases
+}
+
+// leaseCheck is the lease of an instance registered through meshd: its TTL check.
+type leaseCheck struct {
+	ttl      time.Duration
+	critical bool
+	// held is the instance's status while its lease is held (see leases):
+	// what its other checks and meta say.
+	held registry.Status
+}
+
+// leaseOf returns the lease of an instance registered through meshd, which
+// carries the TTL check heartbeats renew; false for any other instance.
+func leaseOf(e *capi.ServiceEntry, inst registry.Instance, warningIsUp bool) (leaseCheck, bool) {
+	id := ttlCheckID(e.Service.ID)
+	others := make(capi.HealthChecks, 0, len(e.Checks))
+	var ttl *capi.HealthCheck
+	for _, c := range e.Checks {
+		if c.CheckID == id {
+			ttl = c
+			continue
+		}
+		others = append(others, c)
+	}
+	if ttl == nil {
+		return leaseCheck{}, false
+	}
+	l := leaseCheck{ttl: inst.TTL.D(), critical: ttl.Status == capi.HealthCritical, held: inst.Status}
+	if l.ttl <= 0 {
+		l.ttl = registry.DefaultTTL.D()
+	}
+	if l.critical {
+		l.held = statusOf(others, e.Service.Meta[MetaStatus], warningIsUp)
+	}
+	return l, true
 }
 
 // statusRank orders statuses from most to least alive.

@@ -59,7 +59,8 @@ type deltaClient struct {
 	sent   bool
 }
 
-func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
+// stream opens a delta ADS stream to the control plane, ended with the test.
+func (m *mesh) stream(tb testing.TB) discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
@@ -67,6 +68,12 @@ func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return stream
+}
+
+func (m *mesh) delta(tb testing.TB, nodeID string) *deltaClient {
+	tb.Helper()
+	stream := m.stream(tb)
 	c := &deltaClient{tb: tb, stream: stream, nodeID: nodeID, resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 64)}
 	go func() {
 		defer close(c.resps)

@@ -36,6 +36,7 @@ type metrics struct {
 	outages   prometheus.Counter
 	skipped   prometheus.Counter
 	transport prometheus.Gauge
+	lease     registry.LeaseMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xspace_registry_consul_watch_wakeups_total",
-			Help: "Blocking queries that returned, by outcome: changed, unchanged, error.",
+			Help: "Blocking queries that returned, by outcome: changed, unchanged, error, behind (an older index than served, replaced by a consistent read).",
 		}, []string{"outcome"}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "xspace_registry_consul_degraded",
@@ -88,7 +89,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range []string{sourceWatch, sourceQuery, sourceFailFast} {
 		m.lookups.WithLabelValues(s)
 	}
-	for _, o := range []string{"changed", "unchanged", "error"} {
+	m.lease = registry.NewLeaseMetrics()
+	for _, o := range []string{"changed", "unchanged", "error", "behind"} {
 		m.wakeups.WithLabelValues(o)
 	}
 	if err := registry.RegisterAll(reg, m.collectors()...); err != nil {
@@ -98,10 +100,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{
+	return append([]prometheus.Collector{
 		m.requests, m.latency, m.lookups, m.watches, m.wakeups,
 		m.degraded, m.outages, m.skipped, m.transport,
-	}
+	}, m.lease.Collectors()...)
 }
 
 // unregister removes the collectors, so that a store made again in the

@@ -21,6 +21,9 @@ type vipState struct {
 	// hasService: Consul has at least one instance of the service, routable or not.
 	hasService bool
 	instances  []registry.Instance
+	// leases are the lease checks of the instances registered through
+	// meshd, by id (see leases).
+	leases map[string]leaseCheck
 	// policy is nil when the KV key does not exist.
 	policy *registry.Policy
 	// policyErr is set when the KV value is not a valid policy.
@@ -29,15 +32,17 @@ type vipState struct {
 
 func (st vipState) exists() bool { return st.hasService || st.policy != nil || st.policyErr != nil }
 
-// service returns the VIP as discovery sees it; ErrNotFound if it does not exist.
-func (st vipState) service(vip string) (registry.Service, error) {
+// service returns the VIP as discovery sees it, with the instances whose
+// lease is held served as such; ErrNotFound if it does not exist.
+func (s *Store) service(vip string, st vipState) (registry.Service, error) {
 	switch {
 	case st.policyErr != nil:
 		return registry.Service{}, st.policyErr
 	case !st.exists():
 		return registry.Service{}, fmt.Errorf("consul: lookup %q: %w", vip, registry.ErrNotFound)
 	}
-	return registry.Service{VIP: st.vip(vip), Instances: cloneInstances(st.instances)}, nil
+	insts := s.leases.serve(vip, cloneInstances(st.instances), st.leases)
+	return registry.Service{VIP: st.vip(vip), Instances: insts}, nil
 }
 
 // vip returns the VIP with its policy, or the default policy when it has none in KV.
@@ -51,16 +56,20 @@ func (st vipState) vip(name string) registry.VIP {
 // Lookup returns a VIP and its instances sorted by id; ErrNotFound if
 // Consul has neither its policy nor an instance of it. A watched VIP is
 // served from its watch's last result when both its queries are current
-// (waiting for the first answers of a watch that has just started);
-// otherwise this is one round of queries (health and KV in parallel). While
-// the store is degraded it fails at once with registry.ErrUnavailable.
+// (waiting for the first answers of a watch that has just started), and
+// fails with registry.ErrUnavailable while a watch that was current
+// catches up after an error: only the watch knows what was served, so only
+// it may say what comes next (see follow). Any other Lookup is one round of
+// queries (health and KV, in parallel). While the store is degraded it
+// fails at once with registry.ErrUnavailable.
 func (s *Store) Lookup(ctx context.Context, vip string) (registry.Service, error) {
 	degraded := s.Degraded()
-	if st, ok := s.watched(ctx, vip, !degraded); ok {
+	st, current, known := s.watched(ctx, vip, !degraded)
+	switch {
+	case current:
 		s.metrics.lookups.WithLabelValues(sourceWatch).Inc()
-		return st.service(vip)
-	}
-	if degraded {
+		return s.service(vip, st)
+	case degraded || known:
 		s.metrics.lookups.WithLabelValues(sourceFailFast).Inc()
 		return registry.Service{}, fmt.Errorf("consul: lookup %q: %w: consul at %s did not answer recently; retrying in the background",
 			vip, registry.ErrUnavailable, s.opts.Address)
@@ -70,7 +79,7 @@ func (s *Store) Lookup(ctx context.Context, vip string) (registry.Service, error
 	if err != nil {
 		return registry.Service{}, err
 	}
-	return st.service(vip)
+	return s.service(vip, st)
 }
 
 // read queries a VIP's health entries and KV policy in parallel; for a
@@ -108,7 +117,7 @@ func (s *Store) read(ctx context.Context, op, vip string) (vipState, error) {
 		return vipState{}, wrap(kvErr, "read policy of %q at %s", vip, s.key(vip))
 	}
 	st.hasService = len(entries) > 0
-	st.instances = s.instancesOf(vip, entries)
+	st.instances, st.leases = s.instancesOf(vip, entries)
 	st.policy, st.policyErr = s.decodePolicy(vip, policy)
 	return st, nil
 }
@@ -152,8 +161,9 @@ func (s *Store) GetVIP(ctx context.Context, name string) (registry.VIP, error) {
 	return st.vip(name), nil
 }
 
-// Instances returns a VIP's instances sorted by id; ErrNotFound if the VIP
-// does not exist.
+// Instances returns a VIP's instances sorted by id, with the status
+// proxies are served (an instance whose lease is held keeps its status);
+// ErrNotFound if the VIP does not exist.
 func (s *Store) Instances(ctx context.Context, vip string) ([]registry.Instance, error) {
 	st, err := s.read(ctx, opRead, vip)
 	if err != nil {
@@ -162,7 +172,21 @@ func (s *Store) Instances(ctx context.Context, vip string) ([]registry.Instance,
 	if !st.exists() {
 		return nil, fmt.Errorf("consul: instances of %q: %w", vip, registry.ErrNotFound)
 	}
-	return st.instances, nil
+	return s.leases.serve(vip, st.instances, st.leases), nil
+}
+
+// Leases returns the lease state of a VIP's instances registered through
+// meshd (ok, grace or overdue; see leases), by id; nil if the VIP cannot
+// be read. Instances not registered through meshd hold no lease.
+func (s *Store) Leases(vip string) map[string]registry.Lease {
+	st, current, _ := s.watched(s.ctx, vip, false)
+	if !current {
+		var err error
+		if st, err = s.read(s.ctx, opRead, vip); err != nil {
+			return nil
+		}
+	}
+	return s.leases.leasesOf(vip, st.leases, s.outage(), s.opts.Now())
 }
 
 // ListVIPs returns every VIP sorted by name: the policies under the KV

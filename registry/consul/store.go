@@ -27,7 +27,19 @@
 // and backoff with jitter after errors. Lookup of a watched VIP whose two
 // queries are current serves their last result; any other Lookup is one
 // round of queries (health and KV, in parallel). Nothing on the xDS path
-// lists the catalog.
+// lists the catalog. A watch never goes back in time: it keeps its index
+// across errors, and an answer older than the one it served (a restarted
+// server answering from the part of its log it has replayed) is replaced
+// by a consistent read before anything is applied (see follow).
+//
+// # Leases
+//
+// Instances registered through meshd hold a lease, their TTL check. The
+// store applies the embedded registry's rules to the watched VIPs' leases
+// (leases, registry.SelfPreservation): a lease missed because Consul was
+// down gets one TTL of grace after Consul returns, and when too many leases
+// are missed at once, none expires. Health, Leases and the registry's lease
+// metrics show it.
 //
 // # Outage
 //
@@ -35,9 +47,11 @@
 // makes the store degraded (Health, xspace_registry_consul_degraded) and
 // wraps registry.ErrUnavailable, so discovery keeps serving the last known
 // state. While degraded, Lookups fail at once instead of waiting on a dead
-// agent, and a probe retries with backoff and jitter; the first request
-// that succeeds again ends the outage, and the watches report their VIPs
-// changed so discovery converges without a restart.
+// agent, and a probe retries with backoff and jitter. The outage ends once
+// Consul has answered everything for RecoverAfter, the probe's consistent
+// read included, so a Consul that stumbles as it comes back is one outage,
+// logged once each way; the watches report their VIPs changed as they
+// recover, so discovery converges without a restart.
 package consul
 
 import (
@@ -59,6 +73,7 @@ import (
 var (
 	_ registry.Store  = (*Store)(nil)
 	_ registry.Source = (*Store)(nil)
+	_ registry.Leaser = (*Store)(nil)
 )
 
 // Defaults applied by New to zero Options fields.
@@ -71,6 +86,8 @@ const (
 	DefaultRetryInterval           = 250 * time.Millisecond
 	DefaultMaxRetryInterval        = 5 * time.Second
 	DefaultProbeInterval           = 5 * time.Second
+	DefaultRecoverAfter            = time.Second
+	DefaultSweepInterval           = time.Second
 )
 
 // Options configure New. The zero value talks to a local agent.
@@ -101,6 +118,17 @@ type Options struct {
 	RetryInterval, MaxRetryInterval time.Duration
 	// ProbeInterval is how often an idle, healthy store checks Consul.
 	ProbeInterval time.Duration
+	// RecoverAfter is how long Consul must answer every request, the
+	// probe's consistent read included, before an outage ends.
+	RecoverAfter time.Duration
+	// SelfPreservation is the rule for the leases of instances registered
+	// through meshd (see leases); zero fields take registry's defaults.
+	SelfPreservation registry.SelfPreservation
+	// SweepInterval is how often leases are checked with no answer from
+	// Consul: graces end, and expiries leave the self-preservation window.
+	SweepInterval time.Duration
+	// Now is the clock of the leases; default time.Now.
+	Now func() time.Time
 	// Logger receives the store's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers none.
@@ -122,6 +150,17 @@ func withDefaults(o Options) Options {
 	setDefault(&o.MaxRetryInterval, DefaultMaxRetryInterval)
 	o.MaxRetryInterval = max(o.MaxRetryInterval, o.RetryInterval)
 	setDefault(&o.ProbeInterval, DefaultProbeInterval)
+	setDefault(&o.RecoverAfter, DefaultRecoverAfter)
+	setDefault(&o.SweepInterval, DefaultSweepInterval)
+	if o.SelfPreservation.Share <= 0 {
+		o.SelfPreservation.Share = registry.DefaultSelfPreservationShare
+	}
+	if o.SelfPreservation.MinInstances <= 0 {
+		o.SelfPreservation.MinInstances = registry.DefaultSelfPreservationMinInstances
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,6 +182,7 @@ type Store struct {
 	metrics *metrics
 
 	health healthState
+	leases *leases
 
 	watchMu sync.Mutex
 	watches map[string]*watch
@@ -187,14 +227,16 @@ func New(opts Options) (*Store, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 	}
+	s.leases = newLeases(opts.SelfPreservation, s.log, m.lease)
 	s.health.wake = make(chan struct{}, 1)
 	if err := s.probe(); err != nil {
 		s.log.Warn("consul is not reachable yet; starting degraded", "address", opts.Address, "error", err)
 	} else {
 		s.log.Info("consul reachable", "address", opts.Address, "kv_prefix", opts.KVPrefix, "stale_reads", opts.AllowStale)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.probeLoop()
+	go s.sweepLeases()
 	return s, nil
 }
 
@@ -265,7 +307,7 @@ func (s *Store) record(op string, start time.Time, err error) {
 	s.metrics.requests.WithLabelValues(op, result).Inc()
 	switch {
 	case err == nil:
-		s.succeeded()
+		s.succeeded(op == opProbe)
 	case unreachable(err):
 		s.failed(err)
 	default:

@@ -28,8 +28,23 @@ type watch struct {
 	mu sync.Mutex
 	st vipState
 	// healthOK and kvOK say that the last query of each kind succeeded, so
-	// st is as current as Consul's answer to it.
-	healthOK, kvOK bool
+	// st is as current as Consul's answer to it; known that both have been
+	// at once, so st has been served.
+	healthOK, kvOK, known bool
+}
+
+// lose records that the last query of one kind failed.
+func (w *watch) lose(ok *bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.setCurrent(ok, false)
+}
+
+// setCurrent records whether the last query of one kind succeeded; called
+// with w.mu held.
+func (w *watch) setCurrent(ok *bool, v bool) {
+	*ok = v
+	w.known = w.known || (w.healthOK && w.kvOK)
 }
 
 type subscriber struct {
@@ -58,8 +73,8 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 		s.watches = shrink.Map(s.watches, &s.watchesPeak)
 		s.metrics.watches.Inc()
 		s.wg.Add(2)
-		go s.follow(ctx, w, "instances", s.followHealth(w))
-		go s.follow(ctx, w, "policy", s.followKV(w))
+		go s.follow(ctx, w, s.healthQuery(w))
+		go s.follow(ctx, w, s.kvQuery(w))
 	}
 	w.subs[sub] = struct{}{}
 	s.watchMu.Unlock()
@@ -74,32 +89,77 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 			delete(s.watches, vip)
 			s.watches = shrink.Map(s.watches, &s.watchesPeak)
 			s.metrics.watches.Dec()
+			s.leases.forget(vip)
 			w.cancel()
 		}
 	}
 }
 
-// watched returns a watched VIP's last state if both its queries are
-// current. With wait, a watch that has just started is waited for (within
-// ctx; its first queries do not block), so that a Lookup right after Watch
-// shares the watch's first queries instead of making its own.
-func (s *Store) watched(ctx context.Context, vip string, wait bool) (vipState, bool) {
+// watched returns a watched VIP's last state, whether both its queries are
+// current, and whether it was ever served (both current at once). With
+// wait, a watch that has just started is waited for (within ctx; its first
+// queries do not block), so that a Lookup right after Watch shares the
+// watch's first queries instead of making its own.
+func (s *Store) watched(ctx context.Context, vip string, wait bool) (st vipState, current, known bool) {
 	s.watchMu.Lock()
 	w := s.watches[vip]
 	s.watchMu.Unlock()
 	if w == nil {
-		return vipState{}, false
+		return vipState{}, false, false
 	}
 	if wait {
 		select {
 		case <-w.answered:
 		case <-ctx.Done():
-			return vipState{}, false
+			return vipState{}, false, false
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.st, w.healthOK && w.kvOK
+	return w.st, w.healthOK && w.kvOK, w.known
+}
+
+// observeLeases hands a watch's lease checks to the leases, and fires the
+// VIPs whose served instances changed. Only the live watch of its VIP does.
+func (s *Store) observeLeases(w *watch) {
+	w.mu.Lock()
+	checks := w.st.leases
+	w.mu.Unlock()
+	s.watchMu.Lock()
+	var changed []string
+	if s.watches[w.vip] == w {
+		changed = s.leases.observe(w.vip, checks, s.outage(), s.opts.Now())
+	}
+	s.watchMu.Unlock()
+	s.fireVIPs(changed)
+}
+
+// fireVIPs calls the callbacks of the named VIPs' watches.
+func (s *Store) fireVIPs(vips []string) {
+	for _, vip := range vips {
+		s.watchMu.Lock()
+		w := s.watches[vip]
+		s.watchMu.Unlock()
+		if w != nil {
+			s.fire(w)
+		}
+	}
+}
+
+// sweepLeases runs a pass of the leases every SweepInterval: graces end and
+// expiries leave the window with no answer from Consul to tell.
+func (s *Store) sweepLeases() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.fireVIPs(s.leases.pass(s.outage(), s.opts.Now()))
+		}
+	}
 }
 
 // fire calls the VIP's callbacks.
@@ -117,23 +177,51 @@ func (s *Store) fire(w *watch) {
 	}
 }
 
-// step runs one blocking query from index and applies its answer to the
-// watch. It returns Consul's index and whether the mapped state changed.
-type step func(ctx context.Context, index uint64, wait time.Duration) (uint64, bool, error)
+// answer is what one query returned: Consul's index, and how to apply it
+// to the watch. It is applied only once it is known not to go back in time.
+type answer struct {
+	index uint64
+	// apply applies the answer to the watch's state, marks that query
+	// current, and reports whether the state changed.
+	apply func() bool
+}
 
-// follow runs one blocking-query loop, following Consul's guidance: the
-// index resets when it goes backwards and is never 0 after an answer; a
-// query that returns early without a change is followed by a pause; errors
-// back off with jitter, and the query after an error does not block.
-func (s *Store) follow(ctx context.Context, w *watch, what string, query step) {
+// query is one of a watch's two blocking queries.
+type query struct {
+	what string
+	// read runs the query with q.
+	read func(q *capi.QueryOptions) (answer, error)
+	// lost marks the watch's state as no longer current for this query.
+	lost func()
+}
+
+// follow runs one blocking-query loop. It follows Consul's guidance (an
+// index is never 0 after an answer; a query that returns early without a
+// change is followed by a pause; errors back off with jitter), and never
+// goes back in time:
+//
+//   - The index survives errors. After one, the next query waits only
+//     RetryInterval on it, so that a Consul that is back is known to be
+//     back at once.
+//   - An answer whose index is below that of the last answer applied (a
+//     server answering from the part of its log it has replayed since a
+//     restart, a stale follower) is not applied: a consistent read, which
+//     only a leader that has applied its whole log answers, replaces it.
+//     Its answer is applied whatever its index: below, the cluster itself
+//     went back (restored from a snapshot, or rebuilt), and the watch
+//     starts over from there.
+func (s *Store) follow(ctx context.Context, w *watch, q query) {
 	defer s.wg.Done()
-	var index uint64
+	var index, served uint64
 	failures := 0
 	for first := true; ctx.Err() == nil; first = false {
 		wait := s.opts.WaitTime - time.Duration(rand.Int64N(int64(s.opts.WaitTime/10)+1))
+		if failures > 0 {
+			wait = s.opts.RetryInterval
+		}
 		s.metrics.transport.Inc()
 		start := time.Now()
-		next, changed, err := query(ctx, index, wait)
+		a, err := s.ask(ctx, w, q, index, wait, served)
 		s.metrics.transport.Dec()
 		if first && w.pending.Add(-1) == 0 {
 			close(w.answered)
@@ -143,14 +231,10 @@ func (s *Store) follow(ctx context.Context, w *watch, what string, query step) {
 				return
 			}
 			failures++
-			// Start over with a query that answers at once: after an outage
-			// the cluster may have been restored or rebuilt, and its
-			// answer is what recovery reports.
-			index = 0
 			s.metrics.wakeups.WithLabelValues("error").Inc()
 			if failures == 1 {
 				// Debug: the store logs the outage once, not once per watched VIP.
-				s.log.Debug("watch query failed; retrying with backoff", "vip", w.vip, "query", what, "error", err)
+				s.log.Debug("watch query failed; retrying with backoff", "vip", w.vip, "query", q.what, "error", err)
 				// The VIP may have changed unseen: let the watcher look, fail
 				// and keep its last known state (and show the error).
 				s.fire(w)
@@ -162,19 +246,19 @@ func (s *Store) follow(ctx context.Context, w *watch, what string, query step) {
 		}
 		recovered := failures > 0
 		if recovered {
-			s.log.Debug("watch query recovered", "vip", w.vip, "query", what, "failed_queries", failures)
+			s.log.Debug("watch query recovered", "vip", w.vip, "query", q.what, "failed_queries", failures)
 		}
 		failures = 0
-		early := next == index && time.Since(start) < wait/2
-		if next < index {
-			index = 0 // Consul's index went backwards (a restored or new cluster): start over
-		} else {
-			index = max(next, 1)
-		}
+		early := a.index == index && time.Since(start) < wait/2
+		changed := a.apply()
+		served, index = a.index, max(a.index, 1)
 		if changed {
 			s.metrics.wakeups.WithLabelValues("changed").Inc()
 		} else {
 			s.metrics.wakeups.WithLabelValues("unchanged").Inc()
+		}
+		if q.what == queryInstances {
+			s.observeLeases(w)
 		}
 		if changed || recovered || first {
 			s.fire(w)
@@ -183,6 +267,32 @@ func (s *Store) follow(ctx context.Context, w *watch, what string, query step) {
 			return
 		}
 	}
+}
+
+// ask runs one query from index, and replaces an answer older than served
+// by a consistent read (see follow).
+func (s *Store) ask(ctx context.Context, w *watch, q query, index uint64, wait time.Duration, served uint64) (answer, error) {
+	opts, cancel := s.blocking(ctx, index, wait)
+	a, err := q.read(opts)
+	cancel()
+	if err != nil {
+		q.lost()
+		return answer{}, err
+	}
+	if a.index >= served {
+		return a, nil
+	}
+	s.metrics.wakeups.WithLabelValues("behind").Inc()
+	s.log.Debug("consul answered with an older index than the one served; confirming with a consistent read",
+		"vip", w.vip, "query", q.what, "index", a.index, "served", served)
+	cctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
+	defer cancel()
+	consistent := &capi.QueryOptions{RequireConsistent: true, Datacenter: s.opts.Datacenter}
+	a, err = q.read(consistent.WithContext(cctx))
+	if err != nil {
+		q.lost()
+	}
+	return a, err
 }
 
 // blocking bounds a blocking query: its wait, Consul's own jitter (up to
@@ -199,46 +309,60 @@ func (s *Store) blocking(ctx context.Context, index uint64, wait time.Duration) 
 	return q, cancel
 }
 
-// followHealth is the step of the instances query.
-func (s *Store) followHealth(w *watch) step {
-	return func(ctx context.Context, index uint64, wait time.Duration) (uint64, bool, error) {
-		q, cancel := s.blocking(ctx, index, wait)
-		defer cancel()
-		start := time.Now()
-		entries, meta, err := s.client.Health().Service(w.vip, "", false, q)
-		s.record(opWatch, start, err)
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if err != nil {
-			w.healthOK = false
-			return 0, false, wrap(err, "watch instances of %q", w.vip)
-		}
-		insts := s.instancesOf(w.vip, entries)
-		has := len(entries) > 0
-		changed := has != w.st.hasService || !reflect.DeepEqual(insts, w.st.instances)
-		w.st.hasService, w.st.instances, w.healthOK = has, insts, true
-		return meta.LastIndex, changed, nil
+// Names of a watch's queries.
+const (
+	queryInstances = "instances"
+	queryPolicy    = "policy"
+)
+
+// healthQuery is the query of a VIP's health entries.
+func (s *Store) healthQuery(w *watch) query {
+	return query{
+		what: queryInstances,
+		read: func(q *capi.QueryOptions) (answer, error) {
+			start := time.Now()
+			entries, meta, err := s.client.Health().Service(w.vip, "", false, q)
+			s.record(opWatch, start, err)
+			if err != nil {
+				return answer{}, wrap(err, "watch instances of %q", w.vip)
+			}
+			insts, leases := s.instancesOf(w.vip, entries)
+			return answer{index: meta.LastIndex, apply: func() bool {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				has := len(entries) > 0
+				changed := has != w.st.hasService || !reflect.DeepEqual(insts, w.st.instances) || !reflect.DeepEqual(leases, w.st.leases)
+				w.st.hasService, w.st.instances, w.st.leases = has, insts, leases
+				w.setCurrent(&w.healthOK, true)
+				return changed
+			}}, nil
+		},
+		lost: func() { w.lose(&w.healthOK) },
 	}
 }
 
-// followKV is the step of the policy query.
-func (s *Store) followKV(w *watch) step {
-	return func(ctx context.Context, index uint64, wait time.Duration) (uint64, bool, error) {
-		q, cancel := s.blocking(ctx, index, wait)
-		defer cancel()
-		start := time.Now()
-		kv, meta, err := s.client.KV().Get(s.key(w.vip), q)
-		s.record(opWatch, start, err)
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if err != nil {
-			w.kvOK = false
-			return 0, false, wrap(err, "watch policy of %q", w.vip)
-		}
-		p, perr := s.decodePolicy(w.vip, kv)
-		changed := !reflect.DeepEqual(p, w.st.policy) || !sameError(perr, w.st.policyErr)
-		w.st.policy, w.st.policyErr, w.kvOK = p, perr, true
-		return meta.LastIndex, changed, nil
+// kvQuery is the query of a VIP's policy.
+func (s *Store) kvQuery(w *watch) query {
+	return query{
+		what: queryPolicy,
+		read: func(q *capi.QueryOptions) (answer, error) {
+			start := time.Now()
+			kv, meta, err := s.client.KV().Get(s.key(w.vip), q)
+			s.record(opWatch, start, err)
+			if err != nil {
+				return answer{}, wrap(err, "watch policy of %q", w.vip)
+			}
+			p, perr := s.decodePolicy(w.vip, kv)
+			return answer{index: meta.LastIndex, apply: func() bool {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				changed := !reflect.DeepEqual(p, w.st.policy) || !sameError(perr, w.st.policyErr)
+				w.st.policy, w.st.policyErr = p, perr
+				w.setCurrent(&w.kvOK, true)
+				return changed
+			}}, nil
+		},
+		lost: func() { w.lose(&w.kvOK) },
 	}
 }
 

@@ -29,7 +29,7 @@ func TestWatchFollowsOneVIPOnly(t *testing.T) {
 		if q := e.metric("xspace_registry_consul_blocking_queries"); q != 2 {
 			return fmt.Errorf("blocking queries = %v, want 2 for one watched VIP", q)
 		}
-		if _, ok := e.s.watched(context.Background(), "alpha", false); !ok {
+		if _, ok, _ := e.s.watched(context.Background(), "alpha", false); !ok {
 			return fmt.Errorf("watch has no current result yet")
 		}
 		return nil
@@ -138,7 +138,7 @@ func TestWatchFollowsARestartedConsul(t *testing.T) {
 	var calls atomic.Int64
 	defer e.s.Watch("delta", func() { calls.Add(1) })()
 	eventually(t, 5*time.Second, func() error {
-		if _, ok := e.s.watched(context.Background(), "delta", false); !ok {
+		if _, ok, _ := e.s.watched(context.Background(), "delta", false); !ok {
 			return fmt.Errorf("no result yet")
 		}
 		return nil
@@ -157,7 +157,7 @@ func TestWatchFollowsARestartedConsul(t *testing.T) {
 		Meta: map[string]string{MetaInstanceID: "d2"},
 	}, "")
 	eventually(t, 5*time.Second, func() error {
-		st, ok := e.s.watched(context.Background(), "delta", false)
+		st, ok, _ := e.s.watched(context.Background(), "delta", false)
 		if !ok || len(st.instances) != 2 || calls.Load() == base {
 			return fmt.Errorf("watch did not follow the restarted Consul: %+v (current %v)", st.instances, ok)
 		}

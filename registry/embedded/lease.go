@@ -153,15 +153,7 @@ func (s *Store) setPreserving(on bool, c registry.LeaseCounts) {
 	was := s.preserving
 	s.preserving = on
 	s.mu.Unlock()
-	switch {
-	case on && !was:
-		s.metrics.selfPreservation.Set(1)
-		s.log.Warn("self-preservation on: too many leases of renewing instances missed at once, expiring none until heartbeats resume",
-			"overdue", c.Overdue, "recently_expired", c.Expired, "renewing", c.Renewing, "limit", s.preservation.Limit(c))
-	case !on && was:
-		s.metrics.selfPreservation.Set(0)
-		s.log.Info("self-preservation off: lease expiry resumed", "overdue", c.Overdue)
-	}
+	s.preservation.Report(s.log, s.metrics.selfPreservation, was, on, c)
 }
 
 // sweepEvery calls Sweep every interval until Close.

@@ -38,18 +38,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "xspace_registry_instances",
 			Help: "Instances in the embedded registry, by status.",
 		}, []string{"status"}),
-		expirations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "xspace_registry_lease_expirations_total",
-			Help: "Instances removed because their lease expired.",
-		}),
-		selfPreservation: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "xspace_registry_self_preservation",
-			Help: "1 while lease expiry is suspended because too many leases expired at once.",
-		}),
-		overdue: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "xspace_registry_overdue_instances",
-			Help: "Instances whose lease has run out and that are still registered (held by self-preservation, or awaiting expiry), at the last sweep.",
-		}),
 		writesPerCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "xspace_registry_commit_writes",
 			Help:    "Writes carried by one commit (one fsync) of the embedded registry.",
@@ -65,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Panics or memory faults of the storage layer, turned into errors; after one the store refuses writes until restarted.",
 		}),
 	}
+	lease := registry.NewLeaseMetrics()
+	m.expirations, m.selfPreservation, m.overdue = lease.Expirations, lease.SelfPreservation, lease.Overdue
 	for _, st := range statuses {
 		m.instances.WithLabelValues(string(st))
 	}

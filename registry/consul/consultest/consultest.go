@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -64,7 +65,10 @@ func start(tb testing.TB, bin string, persistent bool) *Agent {
 	tb.Helper()
 	a := &Agent{bin: bin, DataDir: tb.TempDir(), persistent: persistent}
 	for i := range a.ports {
-		a.ports[i] = freePort(tb)
+		// A port freed a moment ago can come back: keep the six distinct.
+		for a.ports[i] = freePort(tb); slices.Contains(a.ports[:i], a.ports[i]); {
+			a.ports[i] = freePort(tb)
+		}
 	}
 	a.Addr = "127.0.0.1:" + strconv.Itoa(a.ports[0])
 	a.Node = "consul-" + strconv.Itoa(a.ports[0])
