@@ -40,8 +40,8 @@ const (
 	// heapProfileEnv names a file for the child's heap profile, taken while
 	// it holds the streams (go tool pprof -sample_index=inuse_space FILE).
 	heapProfileEnv = "XSPACE_BENCH_SERVER_HEAPPROFILE"
-	// cpuProfileEnv names a file for the child's CPU profile over its
-	// whole life.
+	// cpuProfileEnv names a file for the child's CPU profile, from the
+	// moment it is ready until it exits.
 	cpuProfileEnv = "XSPACE_BENCH_SERVER_CPUPROFILE"
 	// memPoolVIPs is the pool the streams' clusters come from.
 	memPoolVIPs = 1000
@@ -69,26 +69,12 @@ type memReport struct {
 // svc-00000... registered, prints "ready <xds addr> <http addr>", answers
 // GET /mem, GET /cpu, GET /heap and POST /register on the HTTP address, and exits
 // when its stdin closes. With XSPACE_BENCH_SERVER_CPUPROFILE=FILE it
-// writes its CPU profile there.
+// writes there its CPU profile from the moment it is ready (after its
+// VIPs are registered) until it exits.
 func TestBenchServerProcess(t *testing.T) {
 	vips, err := strconv.Atoi(os.Getenv(serverProcessEnv))
 	if err != nil {
 		t.Skip("server process of the benchmarks")
-	}
-	if path := os.Getenv(cpuProfileEnv); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			if err := f.Close(); err != nil {
-				t.Error(err)
-			}
-		}()
 	}
 	kind := os.Getenv(peerEnv)
 	var (
@@ -169,6 +155,22 @@ func TestBenchServerProcess(t *testing.T) {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	defer func() { _ = hs.Close() }()
+	// The profile starts once the VIPs are registered: it is of serving.
+	if path := os.Getenv(cpuProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
 	fmt.Printf("ready %s %s\n", xds, lis.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
@@ -208,11 +210,13 @@ func startServerProcess(tb testing.TB, vips int) *serverProcess {
 }
 
 // startPeerProcess is startServerProcess for a peer: meshd, stock or floor
-// (peers_test.go).
-func startPeerProcess(tb testing.TB, peer string, vips int) *serverProcess {
+// (peers_test.go). env is added to the child's environment, overriding
+// this process's.
+func startPeerProcess(tb testing.TB, peer string, vips int, env ...string) *serverProcess {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServerProcess$")
 	cmd.Env = append(os.Environ(), serverProcessEnv+"="+strconv.Itoa(vips), peerEnv+"="+peer)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
