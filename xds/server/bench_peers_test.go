@@ -190,7 +190,7 @@ func BenchmarkPeersStreamMemory(b *testing.B) {
 			base := srv.memAt(b, "/mem?free=1")
 			conns := openProxies(b, b.Context(), srv.xds, streams)
 			b.StopTimer()
-			held := srv.waitGoroutinesSettle(b)
+			held := srv.settled(b)
 			if path := os.Getenv(heapProfileEnv); path != "" {
 				srv.heapProfile(b, peerProfile(b, path, p))
 			}
@@ -208,22 +208,6 @@ func BenchmarkPeersStreamMemory(b *testing.B) {
 	}
 	reportRatios(b, "rss-B/stream", rss)
 	reportRatios(b, "heap+stack-B/stream", heap)
-}
-
-// waitGoroutinesSettle reads the child's memory once its goroutine count
-// stopped changing: the last ACKs of the streams are handled.
-func (p *serverProcess) waitGoroutinesSettle(b *testing.B) memReport {
-	b.Helper()
-	last := p.mem(b)
-	for range 100 {
-		time.Sleep(50 * time.Millisecond) // polling the child: no event to wait for
-		r := p.mem(b)
-		if r.Goroutines == last.Goroutines {
-			return r
-		}
-		last = r
-	}
-	return last
 }
 
 // BenchmarkPeersFanout: 1,000 streams per peer, each on its own connection,

@@ -27,6 +27,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -327,22 +328,40 @@ func (p *serverProcess) register(tb testing.TB, inst registry.Instance) time.Tim
 	return time.Unix(0, ns)
 }
 
-// waitStreams polls the server until it holds want streams and at most a
+// waitStreams waits until the server holds want streams and at most a
 // few more goroutines than maxGoroutines.
 func (p *serverProcess) waitStreams(tb testing.TB, want, maxGoroutines int) {
 	tb.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	what := fmt.Sprintf("%d streams and about %d goroutines", want, maxGoroutines)
+	await.Within(tb, time.Minute, what, func() error {
 		r := p.mem(tb)
 		if r.Streams == want && r.Goroutines <= maxGoroutines+10 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("server holds %d streams and %d goroutines, want %d streams and about %d goroutines",
-				r.Streams, r.Goroutines, want, maxGoroutines)
+		return fmt.Errorf("server holds %d streams and %d goroutines", r.Streams, r.Goroutines)
+	})
+}
+
+// settled reads the child's memory once what its streams sent is handled.
+// Nothing the child reports counts the requests it handled (an ACK, which
+// re-arms a watch, changes no count), so this is the first read whose
+// goroutine count equals the previous read's: every stream's goroutines
+// are started, and its last ACK, sent before openProxies returned, takes
+// microseconds against the milliseconds of a read (two GCs).
+func (p *serverProcess) settled(tb testing.TB) memReport {
+	tb.Helper()
+	last := p.mem(tb)
+	await.Within(tb, time.Minute, "the server's goroutines to settle", func() error {
+		r := p.mem(tb)
+		if r.Goroutines == last.Goroutines {
+			last = r
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		err := fmt.Errorf("%d goroutines, then %d", last.Goroutines, r.Goroutines)
+		last = r
+		return err
+	})
+	return last
 }
 
 // holdClusters is one proxy holding its clusters: its own connection and a
