@@ -93,7 +93,7 @@ func (s *Server) acquire(st *streamState, typeURL, name string) (found, ref bool
 		}
 		return s.opts.Secrets.Acquire(st.ctx, st.claims.Service, name)
 	}
-	return s.resolver.Acquire(st.ctx, name)
+	return s.resolver.AcquireResource(st.ctx, typeURL, name)
 }
 
 func (s *Server) release(st *streamState, typeURL, name string) {
