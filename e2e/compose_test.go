@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 )
 
 // startCompose runs docker-compose.yaml (building the xspace-mesh image
@@ -59,17 +61,9 @@ func startCompose(t *testing.T) *cluster {
 func waitReady(t *testing.T, url string, timeout time.Duration) {
 	t.Helper()
 	check := httpOK(url)
-	deadline := time.Now().Add(timeout)
-	for {
+	await.Within(t, timeout, url+" to answer 200", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := check(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %s: %v", url, timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		defer cancel()
+		return check(ctx)
+	})
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/bootstrap"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
@@ -126,18 +127,14 @@ func (c *cluster) spread(t *testing.T, authority string, n int) map[string]int {
 // settle calls until n calls in a row satisfy ok, or fails after timeout.
 func (c *cluster) settle(t *testing.T, what, authority string, n int, timeout time.Duration, ok func(result) bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for streak := 0; streak < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not settled after %s", what, timeout)
+	await.Within(t, timeout, what, func() error {
+		for streak := 0; streak < n; streak++ {
+			if r := c.call(t, authority, "/hello"); !ok(r) {
+				return fmt.Errorf("after %d calls in a row: %d %s%s", streak, r.Status, r.Error, r.Body)
+			}
 		}
-		if ok(c.call(t, authority, "/hello")) {
-			streak++
-		} else {
-			streak = 0
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+		return nil
+	})
 }
 
 func (c *cluster) admin(t *testing.T, instance, path string) {
@@ -157,23 +154,22 @@ func (c *cluster) admin(t *testing.T, instance, path string) {
 func (c *cluster) waitUp(t *testing.T, vip string, n int) {
 	t.Helper()
 	client := api.NewClient(c.meshd, nil)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	await.Within(t, time.Minute, fmt.Sprintf("meshd to list %d UP instances of %s", n, vip), func() error {
 		insts, err := client.Instances(context.Background(), vip)
+		if err != nil {
+			return err
+		}
 		up := 0
 		for _, in := range insts {
 			if in.Status == registry.StatusUp {
 				up++
 			}
 		}
-		if err == nil && up == n {
-			return
+		if up != n {
+			return fmt.Errorf("%d UP", up)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("meshd lists %d UP instances of %s (error %v); want %d", up, vip, err, n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestE2E drives real Envoy sidecars configured by meshd. The subtests
@@ -323,9 +319,31 @@ func (c *cluster) testRestart(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	time.Sleep(time.Second)
+	made := func() int { mu.Lock(); defer mu.Unlock(); return calls }
+	await.True(t, "20 calls before the restart", func() bool { return made() >= 20 })
+	restarted := time.Now()
 	c.restartMeshd(t)
-	time.Sleep(3 * time.Second)
+	// Every sidecar (the worker's and each API instance's) reconnects to
+	// the new meshd, and 20 more calls are made after that.
+	client := api.NewClient(c.meshd, nil)
+	await.Within(t, time.Minute, "every sidecar to reconnect to the restarted meshd", func() error {
+		proxies, err := client.Proxies(context.Background())
+		if err != nil {
+			return err
+		}
+		back := 0
+		for _, p := range proxies {
+			if p.ConnectedSince.After(restarted) {
+				back++
+			}
+		}
+		if back < len(c.apis)+1 {
+			return fmt.Errorf("%d of %d sidecars connected since the restart", back, len(c.apis)+1)
+		}
+		return nil
+	})
+	after := made()
+	await.True(t, "20 calls after the sidecars reconnected", func() bool { return made() >= after+20 })
 	close(stop)
 	wg.Wait()
 	if len(failures) > 0 || calls < 20 {

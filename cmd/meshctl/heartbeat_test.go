@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 )
 
 // TestRegisterWithHeartbeat runs "instance register --heartbeat" with the
@@ -80,35 +83,22 @@ func TestRegisterWithHeartbeat(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test if meshctl exits
-// first or it takes more than 10 seconds.
+// waitFor polls cond until it holds and returns its value, failing the
+// test if meshctl exits first.
 func waitFor[T any](t *testing.T, done <-chan T, what string, cond func() (time.Time, bool)) time.Time {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		if v, ok := cond(); ok {
-			return v
-		}
+	var v time.Time
+	await.NoError(t, what, func() error {
 		select {
 		case r := <-done:
 			t.Fatalf("meshctl exited while waiting for %s: %+v", what, r)
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	k := &keeper{interval: 8 * time.Second}
-	var got []time.Duration
-	for n := 1; n <= 6; n++ {
-		got = append(got, k.backoff(n))
-	}
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second, 8 * time.Second}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("backoff = %v, want %v", got, want)
+		var ok bool
+		if v, ok = cond(); !ok {
+			return errors.New("not yet")
 		}
-	}
+		return nil
+	})
+	return v
 }

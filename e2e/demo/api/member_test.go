@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 )
@@ -61,22 +62,10 @@ func startMeshd(t *testing.T) *meshd {
 func (m *meshd) instances(t *testing.T) []api.Instance {
 	t.Helper()
 	insts, err := m.client.Instances(t.Context(), "api")
-	if err != nil && !isNotFound(err) {
+	if err != nil && !api.IsNotFound(err) {
 		t.Fatalf("list instances: %v", err)
 	}
 	return insts
-}
-
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // startMember starts the membership loop of instance api-1 against m.
@@ -99,7 +88,7 @@ func TestRegistersRetryingUntilMeshdAnswers(t *testing.T) {
 	m := startMeshd(t)
 	m.refuseRegistrations.Store(2)
 	startMember(t, m)
-	waitFor(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
 
 	want := api.Instance{
 		ID: "api-1", VIP: "api", Address: "10.1.2.3", Port: 8080, SecurePort: 15443, Zone: "zone-a",
@@ -117,7 +106,7 @@ func TestRegistersRetryingUntilMeshdAnswers(t *testing.T) {
 func TestHeartbeatsAndRegistersAgainWhenForgotten(t *testing.T) {
 	m := startMeshd(t)
 	startMember(t, m)
-	waitFor(t, "the lease is renewed", func() bool {
+	await.True(t, "the lease is renewed", func() bool {
 		insts := m.instances(t)
 		return len(insts) == 1 && insts[0].RenewedAt.After(insts[0].RegisteredAt)
 	})
@@ -127,7 +116,7 @@ func TestHeartbeatsAndRegistersAgainWhenForgotten(t *testing.T) {
 	if err := m.client.Deregister(t.Context(), "api", "api-1"); err != nil {
 		t.Fatalf("deregister behind the demo's back: %v", err)
 	}
-	waitFor(t, "the instance registers again", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance registers again", func() bool { return len(m.instances(t)) == 1 })
 	if after := m.registrations.Load(); after <= before {
 		t.Errorf("registrations went from %d to %d; want a new one", before, after)
 	}
@@ -137,7 +126,7 @@ func TestLeaveDeregistersAndStopsHeartbeating(t *testing.T) {
 	m := startMeshd(t)
 	mem := startMember(t, m)
 	srv := startAPI(t, mem)
-	waitFor(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
 
 	m.refuseDeregister.Store(true)
 	status, _, body := send(t, http.MethodPost, srv.URL+"/admin/leave", nil, "")
