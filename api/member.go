@@ -76,16 +76,17 @@ func (m *Member) Keep(ctx context.Context) {
 	for failures := 0; backoff.Sleep(ctx, wait); {
 		err := m.beat(ctx)
 		switch {
+		case err == nil && failures > 0:
+			log.Info("heartbeat recovered", "after_failures", failures)
+			failures = 0
+		case err == nil:
 		case ctx.Err() != nil:
 			return
-		case err != nil:
+		default:
 			failures++
 			wait = retry.Delay(failures)
 			log.Error("heartbeat failed; retrying", "error", err, "retry_in", wait, "failures", failures)
 			continue
-		case failures > 0:
-			log.Info("heartbeat recovered", "after_failures", failures)
-			failures = 0
 		}
 		wait = backoff.Jitter(interval, 0.1)
 	}

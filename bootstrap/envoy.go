@@ -15,12 +15,12 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
@@ -127,7 +127,7 @@ func Envoy(o EnvoyOptions) ([]byte, error) {
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md},
 		Admin: &bootstrapv3.Admin{
-			Address: socketAddress("127.0.0.1", o.AdminPort),
+			Address: envoyproto.SocketAddress("127.0.0.1", o.AdminPort),
 		},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
@@ -185,32 +185,17 @@ func (o EnvoyOptions) check() (string, uint32, error) {
 	if err != nil || port == 0 {
 		return "", 0, fmt.Errorf("%w: xDS address %q: the port must be between 1 and 65535", ErrInvalid, o.XDS)
 	}
-	for _, p := range []struct {
-		flag string
-		port uint32
-	}{{"outbound port", o.OutboundPort}, {"inbound port", o.InboundPort}, {"app port", o.AppPort}, {"admin port", o.AdminPort}} {
-		if p.port > 65535 {
-			return "", 0, fmt.Errorf("%w: %s %d: must be between 1 and 65535", ErrInvalid, p.flag, p.port)
-		}
+	if err := (names.SidecarPorts{Outbound: o.OutboundPort, Inbound: o.InboundPort, App: o.AppPort}).Check(); err != nil {
+		return "", 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	switch {
-	case o.InboundPort != 0 && o.AppPort == 0:
-		return "", 0, fmt.Errorf("%w: an inbound port needs the app port that inbound requests are forwarded to", ErrInvalid)
-	case o.InboundPort == 0 && o.AppPort != 0:
-		return "", 0, fmt.Errorf("%w: an app port is only used with an inbound port; set both or neither", ErrInvalid)
-	}
-	used := map[uint32]string{}
-	for _, p := range []struct {
-		name string
-		port uint32
-	}{{"outbound", o.OutboundPort}, {"inbound", o.InboundPort}, {"admin", o.AdminPort}, {"app", o.AppPort}} {
-		if p.port == 0 {
-			continue
+	switch o.AdminPort {
+	case 0:
+	case o.OutboundPort, o.InboundPort, o.AppPort:
+		return "", 0, fmt.Errorf("%w: the admin port %d is also a sidecar port; use distinct ports", ErrInvalid, o.AdminPort)
+	default:
+		if o.AdminPort > 65535 {
+			return "", 0, fmt.Errorf("%w: the admin port %d is not a port between 1 and 65535", ErrInvalid, o.AdminPort)
 		}
-		if other, dup := used[p.port]; dup {
-			return "", 0, fmt.Errorf("%w: the %s and %s ports are both %d", ErrInvalid, other, p.name, p.port)
-		}
-		used[p.port] = p.name
 	}
 	if strings.ContainsAny(o.Token, " \t\r\n") {
 		return "", 0, fmt.Errorf("%w: the token contains white space; pass the output of meshctl token issue as is", ErrInvalid)
@@ -247,29 +232,15 @@ func xdsCluster(host string, port uint32) *clusterv3.Cluster {
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: names.XDSCluster,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)}},
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyproto.SocketAddress(host, port)}},
 			}}}},
 		},
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
-			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(opts),
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": envoyproto.Any(opts),
 		},
 	}
 	if discovery == clusterv3.Cluster_STRICT_DNS {
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
 	return c
-}
-
-func socketAddress(host string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-	}}}
-}
-
-func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
-		panic(fmt.Sprintf("bootstrap: pack %T: %v", m, err))
-	}
-	return a
 }

@@ -116,6 +116,29 @@ func TestValidateNamesTheField(t *testing.T) {
 	}
 }
 
+// TestValidateReportsEveryError: one run of Validate names every wrong
+// field, within a section and across sections, so that a configuration is
+// fixed in one round.
+func TestValidateReportsEveryError(t *testing.T) {
+	cfg := Defaults()
+	cfg.XDS.AdmissionRate, cfg.XDS.MaxUnknownNames = 0, 0
+	cfg.Registry.Consul.Address, cfg.Registry.Consul.QueryTimeout = "consul", 0
+	cfg.Discovery.MaxNotFound = 0
+	cfg.Secrets.Type, cfg.Secrets.Vault.Address = "vault", "vault:8200"
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil")
+	}
+	for _, field := range []string{
+		"xds.admission_rate:", "xds.max_unknown_names:", "registry.consul.address:", "registry.consul.query_timeout:",
+		"discovery.max_not_found:", "secrets.vault.address:",
+	} {
+		if !strings.Contains(err.Error(), "\n"+field) && !strings.HasPrefix(err.Error(), field) {
+			t.Errorf("Validate() does not report %s\n%v", field, err)
+		}
+	}
+}
+
 func TestYAMLRoundTrip(t *testing.T) {
 	b, err := Defaults().YAML()
 	if err != nil {

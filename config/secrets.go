@@ -3,12 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/secrets"
+	embeddedca "github.com/prisma-systems/xspace-mesh/secrets/embedded"
+	"github.com/prisma-systems/xspace-mesh/secrets/vault"
 )
 
 // Secrets selects and configures the certificate source of the mesh's
@@ -77,16 +79,16 @@ type AppRole struct {
 func DefaultSecrets() Secrets {
 	return Secrets{
 		Type:       "embedded",
-		RenewAt:    0.5,
-		MinBackoff: registry.Duration(time.Second),
-		MaxBackoff: registry.Duration(5 * time.Minute),
-		Embedded:   EmbeddedCA{Lifetime: registry.Duration(24 * time.Hour)},
+		RenewAt:    secrets.DefaultRenewAt,
+		MinBackoff: registry.Duration(secrets.DefaultMinBackoff),
+		MaxBackoff: registry.Duration(secrets.DefaultMaxBackoff),
+		Embedded:   EmbeddedCA{Lifetime: registry.Duration(embeddedca.DefaultLifetime)},
 		Vault: Vault{
 			Address: "http://127.0.0.1:8200",
-			Mount:   "pki",
+			Mount:   vault.DefaultMount,
 			Auth:    "token",
-			AppRole: AppRole{Mount: "approle"},
-			Timeout: registry.Duration(10 * time.Second),
+			AppRole: AppRole{Mount: vault.DefaultAppRoleMount},
+			Timeout: registry.Duration(vault.DefaultTimeout),
 		},
 	}
 }
@@ -144,9 +146,8 @@ func (s Secrets) validate() error {
 
 func (v Vault) validate() error {
 	var errs []error
-	u, err := url.Parse(v.Address)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" {
-		errs = append(errs, fmt.Errorf("secrets.vault.address: %q is not http(s)://host:port; e.g. https://vault.example:8200", v.Address))
+	if err := vault.CheckAddress(v.Address); err != nil {
+		errs = append(errs, fmt.Errorf("secrets.vault.address: %w; e.g. https://vault.example:8200", err))
 	}
 	if err := validPath(v.Mount); err != nil {
 		errs = append(errs, fmt.Errorf("secrets.vault.mount: %w, e.g. pki", err))

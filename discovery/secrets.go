@@ -127,7 +127,7 @@ func (s *Secrets) syncIdentity(service string) {
 		return
 	}
 	if cert, ok := s.certs.Current(service); ok {
-		it.Msg = translate.IdentitySecret(cert)
+		it.Msg = translate.IdentitySecret(cert.CertPEM, cert.KeyPEM)
 	}
 	if err := s.pub.Update(it); err != nil {
 		s.log.Error("publishing identity", "service", service, "error", err)

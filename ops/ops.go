@@ -171,7 +171,7 @@ func (d Deps) vipStats(ctx context.Context) ([]api.VIPStat, error) {
 		}
 		s := &api.VIPStat{Name: v.Name, Instances: len(insts)}
 		for _, i := range insts {
-			if i.Status == registry.StatusUp {
+			if i.Status.Routable() {
 				s.Routable++
 			}
 		}

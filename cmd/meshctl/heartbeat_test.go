@@ -58,10 +58,18 @@ func TestRegisterWithHeartbeat(t *testing.T) {
 	})
 	e.failHeartbeats.Store(false)
 	outageEnd := time.Now()
-	waitFor(t, done, "a heartbeat after the outage", func() (time.Time, bool) {
-		insts, err := e.store.Instances(t.Context(), "payments")
-		return time.Time{}, err == nil && len(insts) == 1 && insts[0].RenewedAt.After(outageEnd)
-	})
+	renewedAfter := func(at time.Time) func() (time.Time, bool) {
+		return func() (time.Time, bool) {
+			insts, err := e.store.Instances(t.Context(), "payments")
+			if err != nil || len(insts) != 1 || !insts[0].RenewedAt.After(at) {
+				return time.Time{}, false
+			}
+			return insts[0].RenewedAt, true
+		}
+	}
+	recovered := waitFor(t, done, "a heartbeat after the outage", renewedAfter(outageEnd))
+	// meshctl sends the next heartbeat only once it handled that one.
+	waitFor(t, done, "the heartbeat after that", renewedAfter(recovered))
 
 	cancel()
 	var r result

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,8 +97,8 @@ func New(opts Options) (*Issuer, error) {
 		opts.Timeout = DefaultTimeout
 	}
 	switch {
-	case opts.Address == "":
-		return nil, errors.New("vault: no address")
+	case CheckAddress(opts.Address) != nil:
+		return nil, fmt.Errorf("vault: address %w", CheckAddress(opts.Address))
 	case opts.Role == "" || strings.Contains(opts.Role, "/"):
 		return nil, fmt.Errorf("vault: role %q: name a PKI role of mount %s", opts.Role, opts.Mount)
 	case (opts.Token == "") == (opts.AppRole == nil):
@@ -254,4 +256,18 @@ func chainPEM(s *api.Secret) ([]byte, error) {
 		return nil, fmt.Errorf("CA chain: %w", err)
 	}
 	return secrets.EncodePEMCertificates(certs...), nil
+}
+
+// CheckAddress checks Vault's address: http(s)://host:port. meshd's
+// configuration and New both check with it.
+func CheckAddress(addr string) error {
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not http(s)://host:port", addr)
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: the port must be 1 to 65535", addr)
+	}
+	return nil
 }
