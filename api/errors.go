@@ -130,3 +130,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, notFou
 	}
 	WriteError(w, apiErr.Status, apiErr.Code, apiErr.Message, apiErr.Field)
 }
+
+// IsNotFound says whether the server answered 404: no such VIP or instance.
+func IsNotFound(err error) bool {
+	apiErr, ok := errors.AsType[*Error](err)
+	return ok && apiErr.Status == http.StatusNotFound
+}

@@ -18,8 +18,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
+	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
@@ -34,6 +36,24 @@ type Config struct {
 	Registry  Registry  `json:"registry"`
 	Discovery Discovery `json:"discovery"`
 	Secrets   Secrets   `json:"secrets"`
+	TLS       TLS       `json:"tls"`
+	// InsecureOnPurpose lets meshd serve beyond loopback without TLS, or
+	// with xds.allow_unauthenticated or http.allow_unauthenticated, which
+	// it otherwise refuses: for a network that is private on purpose (a
+	// test lab), never for production.
+	InsecureOnPurpose bool `json:"insecure_on_purpose"`
+}
+
+// TLS configures TLS on both listeners (xDS and HTTP). meshd's serving
+// certificate comes from the certificate source (secrets): the embedded
+// CA, or Vault PKI's secrets.vault.server_role. It is renewed like the
+// services' identities, and served from the next handshake on.
+type TLS struct {
+	Enabled bool `json:"enabled"`
+	// Names are the DNS names and IP addresses meshd is reached by, put in
+	// its certificate; empty means localhost, 127.0.0.1, ::1, the
+	// machine's host name and the listeners' own addresses.
+	Names []string `json:"names"`
 }
 
 // Log configures structured logging.
@@ -97,6 +117,14 @@ type HTTP struct {
 	// so a web page cannot drive the API through DNS rebinding. "*" allows
 	// every Host.
 	AllowedHosts []string `json:"allowed_hosts"`
+	// AllowUnauthenticated lets requests without a token do everything on
+	// the REST API and debug endpoints: zero-setup development on
+	// loopback. When false, writes need a token (a service's own for its
+	// instances, an operator's for the rest) and so do reads, unless
+	// OpenReads. /healthz, /readyz and /metrics are always open.
+	AllowUnauthenticated bool `json:"allow_unauthenticated"`
+	// OpenReads lets requests without a token read (GET).
+	OpenReads bool `json:"open_reads"`
 }
 
 // Registry selects and configures the service registry.
@@ -198,11 +226,12 @@ func Defaults() Config {
 			ODCDSTimeout:            registry.Duration(translate.DefaultODCDSTimeout),
 			AllowUnauthenticated:    true,
 		},
-		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}},
+		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}, AllowUnauthenticated: true},
+		TLS:  TLS{Names: []string{}},
 		Registry: Registry{
 			Type: "embedded",
 			Embedded: Embedded{
-				SweepInterval:                registry.Duration(time.Second),
+				SweepInterval:                registry.Duration(embedded.DefaultSweepInterval),
 				SelfPreservationShare:        registry.DefaultSelfPreservationShare,
 				SelfPreservationMinInstances: registry.DefaultSelfPreservationMinInstances,
 			},
@@ -264,11 +293,65 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
 	}
-	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate(), c.Secrets.validate())
+	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate(),
+		c.Secrets.validate(), c.TLS.validate(), c.exposure())
+	if c.TLS.Enabled && c.Secrets.Type == "vault" && c.Secrets.Vault.ServerRole == "" {
+		errs = append(errs, errors.New("secrets.vault.server_role: tls.enabled needs the Vault PKI role that issues meshd's serving certificate (DNS and IP SANs of tls.names, URI SAN "+names.SPIFFE(names.ControlPlane)+")"))
+	}
 	if c.XDS.Address == c.HTTP.Address && !strings.HasSuffix(c.XDS.Address, ":0") {
 		errs = append(errs, fmt.Errorf("http.address: %s is also xds.address; use two ports", c.HTTP.Address))
 	}
 	return errors.Join(errs...)
+}
+
+func (t TLS) validate() error {
+	var errs []error
+	for i, n := range t.Names {
+		if net.ParseIP(n) == nil && names.ValidateHostname(n) != nil {
+			errs = append(errs, fmt.Errorf("tls.names[%d]: %q is neither a DNS name nor an IP address; e.g. meshd.internal or 10.0.0.5", i, n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// exposure refuses what is insecure beyond loopback, unless
+// insecure_on_purpose says it is meant: a listener without TLS, streams
+// without a token, a REST API open to requests without one.
+func (c Config) exposure() error {
+	if c.InsecureOnPurpose {
+		return nil
+	}
+	var errs []error
+	fix := "or set insecure_on_purpose: true to accept that on purpose"
+	for _, l := range []struct{ field, addr string }{{"xds.address", c.XDS.Address}, {"http.address", c.HTTP.Address}} {
+		if Loopback(l.addr) {
+			continue
+		}
+		if !c.TLS.Enabled {
+			errs = append(errs, fmt.Errorf("%s: %s is reachable beyond this machine, and would serve tokens, private keys and the registry in clear; set tls.enabled: true (and tls.names), %s", l.field, l.addr, fix))
+		}
+	}
+	if !Loopback(c.XDS.Address) && c.XDS.AllowUnauthenticated {
+		errs = append(errs, fmt.Errorf("xds.allow_unauthenticated: streams without a token would be served beyond this machine (xds.address %s); set it to false and give sidecars tokens (meshctl token issue), %s", c.XDS.Address, fix))
+	}
+	if !Loopback(c.HTTP.Address) && c.HTTP.AllowUnauthenticated {
+		errs = append(errs, fmt.Errorf("http.allow_unauthenticated: anyone reaching http.address %s could register instances of any VIP; set it to false and use tokens (meshctl token issue --role operator), %s", c.HTTP.Address, fix))
+	}
+	return errors.Join(errs...)
+}
+
+// Loopback reports whether a listen address host:port binds loopback only.
+// An empty host, 0.0.0.0 or :: bind every interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (l Log) validate() error {
@@ -286,121 +369,92 @@ func (l Log) validate() error {
 }
 
 func (x XDS) validate() error {
-	if err := validAddress("xds.address", x.Address); err != nil {
-		return err
+	var errs []error
+	add := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	if x.AdmissionRate <= 0 {
-		return fmt.Errorf("xds.admission_rate: %v must be positive (streams per second)", x.AdmissionRate)
-	}
-	if x.AdmissionBurst < 1 {
-		return fmt.Errorf("xds.admission_burst: %d must be at least 1", x.AdmissionBurst)
-	}
-	if x.MaxWaitingStreams < 1 {
-		return fmt.Errorf("xds.max_waiting_streams: %d must be at least 1 (streams waiting for admission)", x.MaxWaitingStreams)
-	}
-	if x.MaxStreamsPerPeer < 1 {
-		return fmt.Errorf("xds.max_streams_per_peer: %d must be at least 1 (streams one client address may have)", x.MaxStreamsPerPeer)
-	}
-	if x.MaxStreamsPerConnection < 1 {
-		return fmt.Errorf("xds.max_streams_per_connection: %d must be at least 1 (a proxy needs one)", x.MaxStreamsPerConnection)
-	}
-	if x.MaxUnknownNames < 1 {
-		return fmt.Errorf("xds.max_unknown_names: %d must be at least 1 (names that do not exist one stream may hold of a type)", x.MaxUnknownNames)
-	}
-	if lo := registry.Duration(translate.FetchTimeout + time.Second); x.ODCDSTimeout < lo || x.ODCDSTimeout > registry.Duration(time.Minute) {
-		return fmt.Errorf("xds.odcds_timeout: %s is out of range; use %s to 1m (above the %s sidecars wait for secrets)",
-			x.ODCDSTimeout.D(), lo.D(), translate.FetchTimeout)
-	}
-	return nil
+	errs = append(errs, validAddress("xds.address", x.Address))
+	add(x.AdmissionRate <= 0, "xds.admission_rate: %v must be positive (streams per second)", x.AdmissionRate)
+	add(x.AdmissionBurst < 1, "xds.admission_burst: %d must be at least 1", x.AdmissionBurst)
+	add(x.MaxWaitingStreams < 1, "xds.max_waiting_streams: %d must be at least 1 (streams waiting for admission)", x.MaxWaitingStreams)
+	add(x.MaxStreamsPerPeer < 1, "xds.max_streams_per_peer: %d must be at least 1 (streams one client address may have)", x.MaxStreamsPerPeer)
+	add(x.MaxStreamsPerConnection < 1, "xds.max_streams_per_connection: %d must be at least 1 (a proxy needs one)", x.MaxStreamsPerConnection)
+	add(x.MaxUnknownNames < 1, "xds.max_unknown_names: %d must be at least 1 (names that do not exist one stream may hold of a type)", x.MaxUnknownNames)
+	lo := registry.Duration(translate.FetchTimeout + time.Second)
+	add(x.ODCDSTimeout < lo || x.ODCDSTimeout > registry.Duration(time.Minute),
+		"xds.odcds_timeout: %s is out of range; use %s to 1m (above the %s sidecars wait for secrets)",
+		x.ODCDSTimeout.D(), lo.D(), translate.FetchTimeout)
+	return errors.Join(errs...)
 }
 
 func (h HTTP) validate() error {
-	if err := validAddress("http.address", h.Address); err != nil {
-		return err
-	}
+	errs := []error{validAddress("http.address", h.Address)}
 	for i, host := range h.AllowedHosts {
 		if host == "" || strings.ContainsAny(host, "/:@ ") && net.ParseIP(strings.Trim(host, "[]")) == nil {
-			return fmt.Errorf("http.allowed_hosts[%d]: %q is not a host name or address; e.g. meshd.internal", i, host)
+			errs = append(errs, fmt.Errorf("http.allowed_hosts[%d]: %q is not a host name or address; e.g. meshd.internal", i, host))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (r Registry) validate() error {
-	if r.Type != "embedded" && r.Type != "consul" {
-		return fmt.Errorf("registry.type: %q is not supported; use embedded or consul", r.Type)
+	var errs []error
+	add := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	if err := r.Consul.validate(); err != nil {
-		return err
-	}
+	add(r.Type != "embedded" && r.Type != "consul", "registry.type: %q is not supported; use embedded or consul", r.Type)
+	errs = append(errs, r.Consul.validate())
 	e := r.Embedded
-	if e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute) {
-		return fmt.Errorf("registry.embedded.sweep_interval: %s is out of range; use 10ms to 1m", e.SweepInterval.D())
-	}
-	if e.SelfPreservationShare <= 0 || e.SelfPreservationShare > 1 {
-		return fmt.Errorf("registry.embedded.self_preservation_share: %v must be a fraction in (0, 1], e.g. 0.15", e.SelfPreservationShare)
-	}
-	if e.SelfPreservationMinInstances < 1 {
-		return fmt.Errorf("registry.embedded.self_preservation_min_instances: %d must be at least 1 (1: no minimum; default %d)",
-			e.SelfPreservationMinInstances, registry.DefaultSelfPreservationMinInstances)
-	}
-	return nil
+	add(e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute),
+		"registry.embedded.sweep_interval: %s is out of range; use 10ms to 1m", e.SweepInterval.D())
+	add(e.SelfPreservationShare <= 0 || e.SelfPreservationShare > 1,
+		"registry.embedded.self_preservation_share: %v must be a fraction in (0, 1], e.g. 0.15", e.SelfPreservationShare)
+	add(e.SelfPreservationMinInstances < 1,
+		"registry.embedded.self_preservation_min_instances: %d must be at least 1 (1: no minimum; default %d)",
+		e.SelfPreservationMinInstances, registry.DefaultSelfPreservationMinInstances)
+	return errors.Join(errs...)
 }
 
 func (c Consul) validate() error {
-	if err := validConsulAddress(c.Address); err != nil {
-		return err
-	}
-	if c.Token != "" && c.TokenFile != "" {
-		return errors.New("registry.consul.token_file: set token or token_file, not both")
-	}
-	if strings.ContainsAny(c.Datacenter, "/?#& ") {
-		return fmt.Errorf("registry.consul.datacenter: %q is not a datacenter name", c.Datacenter)
-	}
-	p := c.KVPrefix
-	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") || strings.ContainsAny(p, "?# ") {
-		return fmt.Errorf("registry.consul.kv_prefix: %q must be a KV path without leading or trailing '/', e.g. xspace/vips", p)
-	}
-	if c.WaitTime < registry.Duration(time.Second) || c.WaitTime > registry.Duration(10*time.Minute) {
-		return fmt.Errorf("registry.consul.wait_time: %s is out of range; use 1s to 10m (Consul's limit)", c.WaitTime.D())
-	}
-	if c.QueryTimeout < registry.Duration(100*time.Millisecond) || c.QueryTimeout > registry.Duration(time.Minute) {
-		return fmt.Errorf("registry.consul.query_timeout: %s is out of range; use 100ms to 1m", c.QueryTimeout.D())
-	}
-	if c.DeregisterCriticalAfter < registry.Duration(time.Minute) {
-		return fmt.Errorf("registry.consul.deregister_critical_after: %s is too short; Consul's minimum is 1m", c.DeregisterCriticalAfter.D())
-	}
-	return nil
-}
-
-func validConsulAddress(addr string) error {
-	hostPort := addr
-	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
-		if scheme != "http" && scheme != "https" {
-			return fmt.Errorf("registry.consul.address: %q: the scheme must be http or https", addr)
+	var errs []error
+	add := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
 		}
-		hostPort = rest
 	}
-	if _, port, err := net.SplitHostPort(hostPort); err != nil || port == "" {
-		return fmt.Errorf("registry.consul.address: %q is not host:port or http(s)://host:port; e.g. 127.0.0.1:8500", addr)
+	if err := consul.CheckAddress(c.Address); err != nil {
+		errs = append(errs, fmt.Errorf("registry.consul.address: %w; e.g. 127.0.0.1:8500", err))
 	}
-	if p, err := strconv.Atoi(hostPort[strings.LastIndex(hostPort, ":")+1:]); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("registry.consul.address: %q: the port must be 1 to 65535", addr)
-	}
-	return nil
+	add(c.Token != "" && c.TokenFile != "", "registry.consul.token_file: set token or token_file, not both")
+	add(strings.ContainsAny(c.Datacenter, "/?#& "), "registry.consul.datacenter: %q is not a datacenter name", c.Datacenter)
+	p := c.KVPrefix
+	add(p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") || strings.ContainsAny(p, "?# "),
+		"registry.consul.kv_prefix: %q must be a KV path without leading or trailing '/', e.g. xspace/vips", p)
+	add(c.WaitTime < registry.Duration(time.Second) || c.WaitTime > registry.Duration(10*time.Minute),
+		"registry.consul.wait_time: %s is out of range; use 1s to 10m (Consul's limit)", c.WaitTime.D())
+	add(c.QueryTimeout < registry.Duration(100*time.Millisecond) || c.QueryTimeout > registry.Duration(time.Minute),
+		"registry.consul.query_timeout: %s is out of range; use 100ms to 1m", c.QueryTimeout.D())
+	add(c.DeregisterCriticalAfter < registry.Duration(time.Minute),
+		"registry.consul.deregister_critical_after: %s is too short; Consul's minimum is 1m", c.DeregisterCriticalAfter.D())
+	return errors.Join(errs...)
 }
 
 func (d Discovery) validate() error {
+	var errs []error
 	if d.Grace < 0 {
-		return fmt.Errorf("discovery.grace: %s must not be negative", d.Grace.D())
+		errs = append(errs, fmt.Errorf("discovery.grace: %s must not be negative", d.Grace.D()))
 	}
 	if d.NotFoundGrace < 0 || d.NotFoundGrace > d.Grace {
-		return fmt.Errorf("discovery.not_found_grace: %s must be between 0 and discovery.grace (%s)", d.NotFoundGrace.D(), d.Grace.D())
+		errs = append(errs, fmt.Errorf("discovery.not_found_grace: %s must be between 0 and discovery.grace (%s)", d.NotFoundGrace.D(), d.Grace.D()))
 	}
 	if d.MaxNotFound < 1 {
-		return fmt.Errorf("discovery.max_not_found: %d must be at least 1 (VIPs that do not exist watched at once)", d.MaxNotFound)
+		errs = append(errs, fmt.Errorf("discovery.max_not_found: %d must be at least 1 (VIPs that do not exist watched at once)", d.MaxNotFound))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func validAddress(field, addr string) error {

@@ -3,12 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/secrets"
+	embeddedca "github.com/prisma-systems/xspace-mesh/secrets/embedded"
+	"github.com/prisma-systems/xspace-mesh/secrets/vault"
 )
 
 // Secrets selects and configures the certificate source of the mesh's
@@ -45,6 +47,10 @@ type Vault struct {
 	Mount string `json:"mount"`
 	// Role is the PKI role certificates are issued under.
 	Role string `json:"role"`
+	// ServerRole is the PKI role meshd's own serving certificate is issued
+	// under when tls.enabled: it must allow tls.names (DNS and IP SANs) and
+	// the URI SAN spiffe://xspace/svc/xspace-meshd.
+	ServerRole string `json:"server_role,omitempty"`
 	// TTL requested per certificate; 0 leaves it to the role.
 	TTL registry.Duration `json:"ttl"`
 	// Auth is token or approle.
@@ -77,16 +83,16 @@ type AppRole struct {
 func DefaultSecrets() Secrets {
 	return Secrets{
 		Type:       "embedded",
-		RenewAt:    0.5,
-		MinBackoff: registry.Duration(time.Second),
-		MaxBackoff: registry.Duration(5 * time.Minute),
-		Embedded:   EmbeddedCA{Lifetime: registry.Duration(24 * time.Hour)},
+		RenewAt:    secrets.DefaultRenewAt,
+		MinBackoff: registry.Duration(secrets.DefaultMinBackoff),
+		MaxBackoff: registry.Duration(secrets.DefaultMaxBackoff),
+		Embedded:   EmbeddedCA{Lifetime: registry.Duration(embeddedca.DefaultLifetime)},
 		Vault: Vault{
 			Address: "http://127.0.0.1:8200",
-			Mount:   "pki",
+			Mount:   vault.DefaultMount,
 			Auth:    "token",
-			AppRole: AppRole{Mount: "approle"},
-			Timeout: registry.Duration(10 * time.Second),
+			AppRole: AppRole{Mount: vault.DefaultAppRoleMount},
+			Timeout: registry.Duration(vault.DefaultTimeout),
 		},
 	}
 }
@@ -144,15 +150,17 @@ func (s Secrets) validate() error {
 
 func (v Vault) validate() error {
 	var errs []error
-	u, err := url.Parse(v.Address)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" {
-		errs = append(errs, fmt.Errorf("secrets.vault.address: %q is not http(s)://host:port; e.g. https://vault.example:8200", v.Address))
+	if err := vault.CheckAddress(v.Address); err != nil {
+		errs = append(errs, fmt.Errorf("secrets.vault.address: %w; e.g. https://vault.example:8200", err))
 	}
 	if err := validPath(v.Mount); err != nil {
 		errs = append(errs, fmt.Errorf("secrets.vault.mount: %w, e.g. pki", err))
 	}
 	if v.Role == "" || strings.ContainsAny(v.Role, "/?# ") {
 		errs = append(errs, fmt.Errorf("secrets.vault.role: %q must name the PKI role to issue from, e.g. mesh", v.Role))
+	}
+	if strings.ContainsAny(v.ServerRole, "/?# ") {
+		errs = append(errs, fmt.Errorf("secrets.vault.server_role: %q must name a PKI role, e.g. meshd-server", v.ServerRole))
 	}
 	if v.TTL != 0 && v.TTL < registry.Duration(time.Second) {
 		errs = append(errs, fmt.Errorf("secrets.vault.ttl: %s is too short; use at least 1s, or 0 for the role's", v.TTL.D()))

@@ -1,6 +1,10 @@
 package discovery
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
+)
 
 // Results of an on-demand lookup, the label of xspace_discovery_lookups_total.
 const (
@@ -62,9 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{resultFound, resultNotFound, resultError} {
 		m.lookups.WithLabelValues(r)
 	}
-	if reg != nil {
-		reg.MustRegister(m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors,
-			m.absent, m.absentEvicted, m.absentUntracked)
-	}
+	prom.MustRegister(reg, m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors,
+		m.absent, m.absentEvicted, m.absentUntracked)
 	return m
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"sync"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/backoff"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
@@ -66,15 +66,10 @@ func (d *Discovery) lookup(v *vip) {
 }
 
 // retryAfter is the backoff after n consecutive failures: doubling from
-// RetryInterval up to MaxRetryInterval, with +-20 % jitter so that VIPs that
-// failed together do not retry together.
+// RetryInterval up to MaxRetryInterval, jittered so that VIPs that failed
+// together do not retry together.
 func (d *Discovery) retryAfter(n int) time.Duration {
-	delay := d.opts.RetryInterval
-	for i := 1; i < n && delay < d.opts.MaxRetryInterval; i++ {
-		delay *= 2
-	}
-	delay = min(delay, d.opts.MaxRetryInterval)
-	return time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+	return backoff.Policy{Min: d.opts.RetryInterval, Max: d.opts.MaxRetryInterval, Jitter: 0.2}.Delay(n)
 }
 
 // publish puts what a VIP yields in the cache, set by set; a set that

@@ -21,15 +21,20 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/bootstrap"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 // cluster is a running mesh: meshd, two api instances and a worker, each
 // behind an Envoy sidecar, whichever way it was started.
 type cluster struct {
-	meshd  string            // meshd's REST base URL
-	worker string            // the demo worker's base URL
-	apis   map[string]string // api instance name -> its base URL (admin endpoints)
+	meshd  string // meshd's REST base URL (https)
+	caFile string // the CA that signs meshd's serving certificate
+	// operator is an operator token of meshd's keyring, for the REST API.
+	operator string
+	worker   string            // the demo worker's base URL
+	apis     map[string]string // api instance name -> its base URL (admin endpoints)
 	// instances are the api instances' names, sorted.
 	instances []string
 	// restartMeshd stops meshd and starts it again, returning once it is ready.
@@ -126,18 +131,14 @@ func (c *cluster) spread(t *testing.T, authority string, n int) map[string]int {
 // settle calls until n calls in a row satisfy ok, or fails after timeout.
 func (c *cluster) settle(t *testing.T, what, authority string, n int, timeout time.Duration, ok func(result) bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for streak := 0; streak < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not settled after %s", what, timeout)
+	await.Within(t, timeout, what, func() error {
+		for streak := 0; streak < n; streak++ {
+			if r := c.call(t, authority, "/hello"); !ok(r) {
+				return fmt.Errorf("after %d calls in a row: %d %s%s", streak, r.Status, r.Error, r.Body)
+			}
 		}
-		if ok(c.call(t, authority, "/hello")) {
-			streak++
-		} else {
-			streak = 0
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+		return nil
+	})
 }
 
 func (c *cluster) admin(t *testing.T, instance, path string) {
@@ -153,27 +154,66 @@ func (c *cluster) admin(t *testing.T, instance, path string) {
 	}
 }
 
+// meshdHTTP is an HTTP client of meshd's REST API: it trusts c.caFile,
+// read now (meshd may have just created it), and presents the operator
+// token.
+func (c *cluster) meshdHTTP() (*http.Client, error) {
+	return api.HTTPClient(api.ClientOptions{CAFile: c.caFile, Token: c.operator})
+}
+
+// client is a REST client of meshd as an operator.
+func (c *cluster) client(t *testing.T) *api.Client {
+	t.Helper()
+	hc, err := c.meshdHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.NewClient(c.meshd, hc)
+}
+
+// meshdReady is a readiness check: meshd's /readyz answers 200 over TLS.
+func (c *cluster) meshdReady(ctx context.Context) error {
+	hc, err := c.meshdHTTP()
+	if err != nil {
+		return err
+	}
+	return getOK(ctx, hc, c.meshd+"/readyz")
+}
+
+// operatorToken issues an operator token from the keyring file at path.
+func operatorToken(t *testing.T, path string) string {
+	t.Helper()
+	kr, err := token.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := kr.IssueRole(token.RoleOperator, "e2e", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // waitUp waits until meshd lists n UP instances of a VIP.
 func (c *cluster) waitUp(t *testing.T, vip string, n int) {
 	t.Helper()
-	client := api.NewClient(c.meshd, nil)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	client := c.client(t)
+	await.Within(t, time.Minute, fmt.Sprintf("meshd to list %d UP instances of %s", n, vip), func() error {
 		insts, err := client.Instances(context.Background(), vip)
+		if err != nil {
+			return err
+		}
 		up := 0
 		for _, in := range insts {
 			if in.Status == registry.StatusUp {
 				up++
 			}
 		}
-		if err == nil && up == n {
-			return
+		if up != n {
+			return fmt.Errorf("%d UP", up)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("meshd lists %d UP instances of %s (error %v); want %d", up, vip, err, n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestE2E drives real Envoy sidecars configured by meshd. The subtests
@@ -243,7 +283,7 @@ func (c *cluster) testUnknownAgain(t *testing.T) {
 // registered, meshd pushes its cluster to the sidecar, which still holds
 // the subscription: the next request is served without a lookup.
 func (c *cluster) testAppears(t *testing.T) {
-	_, _, err := api.NewClient(c.meshd, nil).PutVIP(context.Background(), registry.VIP{Name: "nosuch"})
+	_, _, err := c.client(t).PutVIP(context.Background(), registry.VIP{Name: "nosuch"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +311,7 @@ func (c *cluster) expectUnknown(t *testing.T, vip string) {
 func (c *cluster) testRetry(t *testing.T) {
 	// The VIP's own retry policy (retry on 5xx) reaches every sidecar as a
 	// route of its own.
-	_, _, err := api.NewClient(c.meshd, nil).PutVIP(context.Background(), registry.VIP{Name: "api", Policy: registry.Policy{
+	_, _, err := c.client(t).PutVIP(context.Background(), registry.VIP{Name: "api", Policy: registry.Policy{
 		Retries: registry.Retries{Attempts: 3, On: []string{"5xx", "connect-failure", "refused-stream", "reset"}},
 	}})
 	if err != nil {
@@ -323,9 +363,31 @@ func (c *cluster) testRestart(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	time.Sleep(time.Second)
+	made := func() int { mu.Lock(); defer mu.Unlock(); return calls }
+	await.True(t, "20 calls before the restart", func() bool { return made() >= 20 })
+	restarted := time.Now()
 	c.restartMeshd(t)
-	time.Sleep(3 * time.Second)
+	// Every sidecar (the worker's and each API instance's) reconnects to
+	// the new meshd, and 20 more calls are made after that.
+	client := c.client(t)
+	await.Within(t, time.Minute, "every sidecar to reconnect to the restarted meshd", func() error {
+		proxies, err := client.Proxies(context.Background())
+		if err != nil {
+			return err
+		}
+		back := 0
+		for _, p := range proxies {
+			if p.ConnectedSince.After(restarted) {
+				back++
+			}
+		}
+		if back < len(c.apis)+1 {
+			return fmt.Errorf("%d of %d sidecars connected since the restart", back, len(c.apis)+1)
+		}
+		return nil
+	})
+	after := made()
+	await.True(t, "20 calls after the sidecars reconnected", func() bool { return made() >= after+20 })
 	close(stop)
 	wg.Wait()
 	if len(failures) > 0 || calls < 20 {

@@ -132,3 +132,25 @@ func TestSPIFFE(t *testing.T) {
 		t.Fatal("ParseSPIFFE accepted a foreign trust domain")
 	}
 }
+
+func TestSidecarPortsCheck(t *testing.T) {
+	for _, tc := range []struct {
+		p    SidecarPorts
+		want string // "" when valid
+	}{
+		{SidecarPorts{}, ""},
+		{SidecarPorts{Outbound: 15001}, ""},
+		{SidecarPorts{Outbound: 15001, Inbound: 15443, App: 8080}, ""},
+		{SidecarPorts{Outbound: 70000}, "not a port between 1 and 65535"},
+		{SidecarPorts{Inbound: 15443, App: 8080}, "outbound port is missing"},
+		{SidecarPorts{Outbound: 15001, Inbound: 15443}, "needs the app port"},
+		{SidecarPorts{Outbound: 15001, App: 8080}, "only used with an inbound port"},
+		{SidecarPorts{Outbound: 15001, Inbound: 15001, App: 8080}, "outbound and inbound ports are both 15001"},
+		{SidecarPorts{Outbound: 15001, Inbound: 15443, App: 15001}, "outbound and app ports are both 15001"},
+	} {
+		err := tc.p.Check()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v.Check() = %v, want %q", tc.p, err, tc.want)
+		}
+	}
+}

@@ -1,6 +1,10 @@
 package names
 
-import "strconv"
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
 
 // Names of what a sidecar's outbound and inbound listeners are made of.
 const (
@@ -40,3 +44,43 @@ func InboundListener(port, appPort uint32) string {
 func LocalAppCluster(port uint32) string { return "xspace-app-" + itoa(port) }
 
 func itoa(port uint32) string { return strconv.FormatUint(uint64(port), 10) }
+
+// SidecarPorts is an Envoy sidecar's port layout, as its bootstrap writes it
+// into node metadata (NodeOutboundPortKey, NodeInboundPortKey,
+// NodeAppPortKey). Zero means unset.
+type SidecarPorts struct {
+	Outbound, Inbound, App uint32
+}
+
+// Check is the contract of a port layout, the same for meshctl bootstrap,
+// which writes it, and meshd, which reads it from a connecting sidecar:
+// every port is 1 to 65535; the outbound port is set whenever another is
+// (every sidecar has one); the inbound and app ports come together (the
+// inbound listener forwards to the app port); no two are the same.
+func (p SidecarPorts) Check() error {
+	ports := []struct {
+		name string
+		port uint32
+	}{{"outbound", p.Outbound}, {"inbound", p.Inbound}, {"app", p.App}}
+	for _, f := range ports {
+		if f.port > 65535 {
+			return fmt.Errorf("the %s port %d is not a port between 1 and 65535", f.name, f.port)
+		}
+	}
+	switch {
+	case p.Outbound == 0 && (p.Inbound != 0 || p.App != 0):
+		return errors.New("the outbound port is missing: every sidecar has one")
+	case p.Inbound != 0 && p.App == 0:
+		return errors.New("an inbound port needs the app port that inbound requests are forwarded to")
+	case p.Inbound == 0 && p.App != 0:
+		return errors.New("an app port is only used with an inbound port; set both or neither")
+	}
+	for i, a := range ports {
+		for _, b := range ports[i+1:] {
+			if a.port != 0 && a.port == b.port {
+				return fmt.Errorf("the %s and %s ports are both %d; use distinct ports", a.name, b.name, a.port)
+			}
+		}
+	}
+	return nil
+}

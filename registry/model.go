@@ -46,6 +46,15 @@ const (
 	StatusDraining     Status = "DRAINING"
 )
 
+// Routable reports whether an instance with status s receives new
+// traffic: only UP. This is the one meaning of "routable" in meshd.
+func (s Status) Routable() bool { return s == StatusUp }
+
+// Published reports whether an instance with status s is sent to proxies
+// at all: the routable ones, and DRAINING ones, which proxies keep for the
+// requests they already have but pick for no new one.
+func (s Status) Published() bool { return s.Routable() || s == StatusDraining }
+
 // Lease is the state of an instance's lease, in a registry that keeps leases
 // itself (see Leaser).
 type Lease string

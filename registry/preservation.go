@@ -4,8 +4,6 @@ import (
 	"log/slog"
 	"math"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of SelfPreservation.
@@ -82,10 +80,13 @@ func (p SelfPreservation) Engaged(c LeaseCounts) bool {
 	return c.Overdue > 0 && c.Fleet() >= p.MinInstances && c.Missed() > p.Limit(c)
 }
 
+// Gauge is where Report exports its verdict (a prometheus.Gauge).
+type Gauge interface{ Set(float64) }
+
 // Report exports a pass's verdict on g and, when it differs from the
 // previous one (was), logs the transition once: at Warn when expiry stops,
 // at Info when it resumes.
-func (p SelfPreservation) Report(log *slog.Logger, g prometheus.Gauge, was, on bool, c LeaseCounts) {
+func (p SelfPreservation) Report(log *slog.Logger, g Gauge, was, on bool, c LeaseCounts) {
 	switch {
 	case on && !was:
 		g.Set(1)

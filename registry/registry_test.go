@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestNormalizeFillsDefaultsAndIsIdempotent(t *testing.T) {
@@ -115,26 +113,6 @@ func TestDurationJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(bad), &d); err == nil || !strings.Contains(err.Error(), "duration") {
 			t.Errorf("%s: error %v, want one explaining durations", bad, err)
 		}
-	}
-}
-
-func TestRegisterAllIsAllOrNone(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	a := prometheus.NewCounter(prometheus.CounterOpts{Name: "a_total", Help: "a"})
-	b := prometheus.NewCounter(prometheus.CounterOpts{Name: "b_total", Help: "b"})
-	reg.MustRegister(b) // taken: the second registration fails
-	if err := RegisterAll(reg, a, b); err == nil {
-		t.Fatal("RegisterAll succeeded over an already registered collector")
-	}
-	if err := reg.Register(a); err != nil {
-		t.Fatalf("a failed RegisterAll left a registered: %v", err)
-	}
-	UnregisterAll(reg, a, b)
-	if err := RegisterAll(reg, a, b); err != nil {
-		t.Fatalf("after UnregisterAll both register again: %v", err)
-	}
-	if err := RegisterAll(nil, a, b); err != nil {
-		t.Fatalf("a nil registerer: %v", err)
 	}
 }
 

@@ -126,18 +126,6 @@ func (e *env) waitChange(service string, timeout time.Duration) {
 	}
 }
 
-// waitFor polls cond until it holds.
-func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("not %s within %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // metric reads one sample of a metric, -1 when absent; labels are name,
 // value pairs that must all match.
 func (e *env) metric(name string, labels ...string) float64 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/embedded"
 )
@@ -64,7 +65,7 @@ func TestReleasedCertificateKeptForGrace(t *testing.T) {
 		t.Fatalf("reacquire within grace issued again (%d issues)", len(e.iss.calls()))
 	}
 	e.m.Release("orders")
-	e.waitFor("forgotten after the grace period", 5*time.Second, func() bool {
+	await.TrueWithin(e.t, 5*time.Second, "forgotten after the grace period", func() bool {
 		_, ok := e.m.Current("orders")
 		return !ok && len(e.m.Certificates()) == 0
 	})
@@ -144,7 +145,7 @@ func TestMissingIdentityIsIssuedByRun(t *testing.T) {
 		t.Fatal("Acquire succeeded while the issuer fails")
 	}
 	e.run()
-	e.waitFor("retried", 5*time.Second, func() bool { return len(e.iss.calls()) >= 3 })
+	await.TrueWithin(e.t, 5*time.Second, "retried", func() bool { return len(e.iss.calls()) >= 3 })
 	e.iss.setFail(false)
 	e.waitChange("payments", 10*time.Second)
 	if _, ok := e.m.Current("payments"); !ok || !e.m.Health().OK() {
@@ -198,7 +199,7 @@ func TestRenewalBacksOffAndServesCached(t *testing.T) {
 
 	// Renewals start at about half-life and fail; the cached certificate
 	// stays served and health stays OK until it nears expiry.
-	e.waitFor("four failed renewals", life, func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 4 })
+	await.TrueWithin(e.t, life, "four failed renewals", func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 4 })
 	if cur, ok := e.m.Current("payments"); !ok || cur.Serial != first.Serial {
 		t.Fatalf("while the issuer fails Current = %v, %v; want the cached certificate", cur, ok)
 	}
@@ -214,7 +215,7 @@ func TestRenewalBacksOffAndServesCached(t *testing.T) {
 		}
 	}
 
-	e.waitFor("degraded near expiry", life, func() bool { return !e.m.Health().OK() })
+	await.TrueWithin(e.t, life, "degraded near expiry", func() bool { return !e.m.Health().OK() })
 	h := e.m.Health()
 	if h.NearExpiry != 1 || h.Failing != 1 || !strings.Contains(h.LastError, errIssuer.Error()) {
 		t.Fatalf("near expiry health = %+v", h)
@@ -244,7 +245,7 @@ func TestRenewalRetriesBeforeExpiryWhateverTheBackoff(t *testing.T) {
 	e.run()
 	first := e.acquire("payments")
 	e.iss.setFail(true)
-	e.waitFor("a failed renewal", life, func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 1 })
+	await.TrueWithin(e.t, life, "a failed renewal", func() bool { return e.metric("xspace_secrets_renewals_total", "result", "failure") >= 1 })
 	failed := time.Now()
 	next := e.m.Certificates()[0].NextRenewal
 	if left := first.NotAfter.Sub(failed); next.Sub(failed) > left/3+100*time.Millisecond {
@@ -367,7 +368,7 @@ func (s *slow) Issue(ctx context.Context, service string) (secrets.Certificate, 
 	s.now++
 	s.most = max(s.most, s.now)
 	s.mu.Unlock()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // a slow peer: the issuer takes a while
 	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
 	return s.Issuer.Issue(ctx, service)
 }

@@ -2,6 +2,8 @@ package secrets
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 )
 
 // Values of the result label.
@@ -59,9 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{resultSuccess, resultFailure} {
 		m.renewals.WithLabelValues(r)
 	}
-	if reg != nil {
-		reg.MustRegister(m.certificates, m.soonestExpiry, m.nearExpiry, m.renewals,
-			m.acquireErrors, m.issueSeconds, m.trustUpdates)
-	}
+	prom.MustRegister(reg, m.certificates, m.soonestExpiry, m.nearExpiry, m.renewals,
+		m.acquireErrors, m.issueSeconds, m.trustUpdates)
 	return m
 }

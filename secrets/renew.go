@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/internal/backoff"
 )
 
 // maxWait bounds one sleep of the renewal loop, so a clock jump is noticed.
@@ -165,13 +167,7 @@ func (m *Manager) retryAfter(e *entry, now time.Time) time.Duration {
 // backoff is the wait before retry number failures: MinBackoff doubled per
 // failure up to limit, then jittered to between half and all of it.
 func (m *Manager) backoff(failures int, limit time.Duration) time.Duration {
-	d := limit
-	if shift := failures - 1; shift < 32 {
-		if b := m.minBackoff << shift; b > 0 && b < d {
-			d = b
-		}
-	}
-	return d/2 + rand.N(d/2+1)
+	return backoff.Policy{Min: m.minBackoff, Max: limit, Jitter: 0.5}.Delay(failures)
 }
 
 // nearWindow is how long before NotAfter e's certificate counts as near

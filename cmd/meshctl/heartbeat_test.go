@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 )
 
 // TestRegisterWithHeartbeat runs "instance register --heartbeat" with the
@@ -55,10 +58,18 @@ func TestRegisterWithHeartbeat(t *testing.T) {
 	})
 	e.failHeartbeats.Store(false)
 	outageEnd := time.Now()
-	waitFor(t, done, "a heartbeat after the outage", func() (time.Time, bool) {
-		insts, err := e.store.Instances(t.Context(), "payments")
-		return time.Time{}, err == nil && len(insts) == 1 && insts[0].RenewedAt.After(outageEnd)
-	})
+	renewedAfter := func(at time.Time) func() (time.Time, bool) {
+		return func() (time.Time, bool) {
+			insts, err := e.store.Instances(t.Context(), "payments")
+			if err != nil || len(insts) != 1 || !insts[0].RenewedAt.After(at) {
+				return time.Time{}, false
+			}
+			return insts[0].RenewedAt, true
+		}
+	}
+	recovered := waitFor(t, done, "a heartbeat after the outage", renewedAfter(outageEnd))
+	// meshctl sends the next heartbeat only once it handled that one.
+	waitFor(t, done, "the heartbeat after that", renewedAfter(recovered))
 
 	cancel()
 	var r result
@@ -80,35 +91,22 @@ func TestRegisterWithHeartbeat(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test if meshctl exits
-// first or it takes more than 10 seconds.
+// waitFor polls cond until it holds and returns its value, failing the
+// test if meshctl exits first.
 func waitFor[T any](t *testing.T, done <-chan T, what string, cond func() (time.Time, bool)) time.Time {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		if v, ok := cond(); ok {
-			return v
-		}
+	var v time.Time
+	await.NoError(t, what, func() error {
 		select {
 		case r := <-done:
 			t.Fatalf("meshctl exited while waiting for %s: %+v", what, r)
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	k := &keeper{interval: 8 * time.Second}
-	var got []time.Duration
-	for n := 1; n <= 6; n++ {
-		got = append(got, k.backoff(n))
-	}
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second, 8 * time.Second}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("backoff = %v, want %v", got, want)
+		var ok bool
+		if v, ok = cond(); !ok {
+			return errors.New("not yet")
 		}
-	}
+		return nil
+	})
+	return v
 }

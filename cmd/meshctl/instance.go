@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -163,20 +164,18 @@ func (a *app) register(cmd *cobra.Command, vip, id string, reg api.Registration,
 	if !heartbeat {
 		return nil
 	}
-	ttl := time.Duration(inst.TTLSeconds) * time.Second
-	if ttl <= 0 {
-		ttl = registry.DefaultTTL.D()
+	// The lease in force is the one meshd answered with (its default when
+	// --ttl was not given).
+	m := &api.Member{
+		Client: c, VIP: vip, ID: id, Registration: reg,
+		Interval: time.Duration(inst.TTLSeconds) * time.Second / 3,
+		Logger:   newLogger(a.stderr).With("vip", vip, "instance_id", id),
 	}
-	k := &keeper{
-		client:   c,
-		vip:      vip,
-		id:       id,
-		reg:      reg,
-		interval: ttl / 3,
-		timeout:  a.timeout,
-		logger:   newLogger(a.stderr).With("vip", vip, "instance_id", id),
-	}
-	return k.run(cmd.Context())
+	m.Logger.Info("interrupt to deregister")
+	m.Keep(cmd.Context())
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
+	return m.Leave(ctx)
 }
 
 func (a *app) instanceListCommand() *cobra.Command {

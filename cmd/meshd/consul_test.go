@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul/consultest"
 )
@@ -90,17 +91,12 @@ func TestTwoReplicasOnOneConsul(t *testing.T) {
 // waitReady waits until /readyz answers as wanted with a body containing detail.
 func waitReady(t *testing.T, base string, want bool, detail string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ok, body := readyz(t, base)
-		if ok == want && strings.Contains(body, detail) {
-			return
+	await.Within(t, 15*time.Second, fmt.Sprintf("/readyz ready %v with %s", want, detail), func() error {
+		if ok, body := readyz(t, base); ok != want || !strings.Contains(body, detail) {
+			return fmt.Errorf("ready %v with %s", ok, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: ready %v with %s; want ready %v with %s", ok, body, want, detail)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // versionsVia subscribes to payments.vip's Cluster and endpoints over delta

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/vault/vaulttest"
@@ -73,8 +74,8 @@ func TestVaultOutageUnderHeldIdentities(t *testing.T) {
 		func(evs []identityEvent) bool { return len(evs) > 0 })[0].serial != first.serial {
 		t.Fatal("a sidecar that subscribed during the outage was not served the cached identity")
 	}
-	waitSecrets(t, p.http, life, "failed renewal of payments", func(c secrets.CertInfo) bool { return c.Service == "payments" && c.Failures > 0 })
-	time.Sleep(time.Until(stopped.Add(life/2 + time.Second))) // the outage itself: longer than a renewal interval
+	// The outage lasts past a retry of the failed renewal: a second failure.
+	waitSecrets(t, p.http, life, "a failed retry of payments' renewal", func(c secrets.CertInfo) bool { return c.Service == "payments" && c.Failures > 1 })
 	v.Restart(t)
 	back := time.Now()
 
@@ -245,24 +246,19 @@ func (s *sdsClient) neverExpired(t *testing.T) {
 // certificate for which cond holds.
 func waitSecrets(t *testing.T, base string, timeout time.Duration, what string, cond func(secrets.CertInfo) bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	await.Within(t, timeout, "/debug/secrets to show "+what, func() error {
 		resp, err := http.Get(base + "/debug/secrets")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
+		defer func() { _ = resp.Body.Close() }()
 		var body struct{ Certificates []secrets.CertInfo }
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		_ = resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return fmt.Errorf("decode /debug/secrets: %w", err)
 		}
-		if slices.ContainsFunc(body.Certificates, cond) {
-			return
+		if !slices.ContainsFunc(body.Certificates, cond) {
+			return fmt.Errorf("certificates: %+v", body.Certificates)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/debug/secrets shows no %s: %+v", what, body.Certificates)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

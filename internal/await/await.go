@@ -23,7 +23,13 @@ var errNotYet = errors.New("not yet")
 // True polls cond until it holds.
 func True(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	NoError(tb, what, func() error {
+	TrueWithin(tb, Timeout, what, cond)
+}
+
+// TrueWithin is True with a deadline of its own (see Within).
+func TrueWithin(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	Within(tb, timeout, what, func() error {
 		if cond() {
 			return nil
 		}

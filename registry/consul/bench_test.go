@@ -29,10 +29,16 @@ func BenchmarkChangeToCLA(b *testing.B) {
 
 	// Consul's own wake-up: an independent blocking query on the service.
 	woke := make(chan time.Time, 1)
+	indexed := make(chan struct{}) // closed once the query has an index to block on
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		var index uint64
+		defer func() {
+			if index == 0 {
+				close(indexed)
+			}
+		}()
 		for ctx.Err() == nil {
 			q := (&capi.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx)
 			_, meta, err := m.raw.Health().Service("bench", "", false, q)
@@ -42,10 +48,13 @@ func BenchmarkChangeToCLA(b *testing.B) {
 			if index != 0 && meta.LastIndex != index {
 				woke <- time.Now()
 			}
+			if index == 0 {
+				close(indexed)
+			}
 			index = meta.LastIndex
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the watcher block
+	<-indexed // its next query blocks
 
 	var consul, cla []time.Duration
 	status := []string{capi.HealthCritical, capi.HealthPassing}

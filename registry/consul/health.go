@@ -2,11 +2,12 @@ package consul
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	capi "github.com/hashicorp/consul/api"
+
+	"github.com/prisma-systems/xspace-mesh/internal/backoff"
 )
 
 // State values of Health.
@@ -191,7 +192,7 @@ func (s *Store) probeLoop() {
 			delay = s.opts.RetryInterval
 		case degraded:
 			failures++
-			delay = backoff(s.opts.RetryInterval, s.opts.MaxRetryInterval, failures)
+			delay = s.retryAfter(failures)
 		default:
 			failures = 0
 		}
@@ -215,26 +216,9 @@ func (s *Store) probeLoop() {
 	}
 }
 
-// backoff is the delay after n consecutive failures: doubling from base up
-// to limit, then ±20 % jitter so that watches failing together do not
-// retry together.
-func backoff(base, limit time.Duration, n int) time.Duration {
-	d := base
-	for i := 1; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-// sleep waits for d or until ctx ends, and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+// retryAfter is the delay after n consecutive failures: doubling from
+// RetryInterval up to MaxRetryInterval, jittered so that watches failing
+// together do not retry together.
+func (s *Store) retryAfter(n int) time.Duration {
+	return backoff.Policy{Min: s.opts.RetryInterval, Max: s.opts.MaxRetryInterval, Jitter: 0.2}.Delay(n)
 }

@@ -10,6 +10,7 @@ import (
 	capi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/internal/promtest"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul/consultest"
@@ -123,20 +124,11 @@ func (e *env) metric(name string, labels ...string) float64 {
 	return v
 }
 
-// eventually retries f until it succeeds or timeout passes.
+// eventually retries f until it succeeds or timeout passes (await.Within;
+// f's error says what is awaited).
 func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Within(t, timeout, "a Consul test's condition", f)
 }
 
 // healthy waits until the store's health is OK (want) or degraded (!want).

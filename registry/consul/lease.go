@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
@@ -35,7 +36,7 @@ import (
 type leases struct {
 	rule    registry.SelfPreservation
 	log     *slog.Logger
-	metrics registry.LeaseMetrics
+	metrics prom.LeaseMetrics
 
 	mu      sync.Mutex
 	vips    map[string]map[string]*leaseRec // watched VIP -> instance id -> lease
@@ -62,7 +63,7 @@ func (o outage) grace(ttl time.Duration, now time.Time) bool {
 	return o.degraded || (!o.ended.IsZero() && now.Before(o.ended.Add(ttl)))
 }
 
-func newLeases(rule registry.SelfPreservation, log *slog.Logger, m registry.LeaseMetrics) *leases {
+func newLeases(rule registry.SelfPreservation, log *slog.Logger, m prom.LeaseMetrics) *leases {
 	return &leases{rule: rule, log: log, metrics: m, vips: make(map[string]map[string]*leaseRec)}
 }
 

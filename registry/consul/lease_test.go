@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 	"github.com/prisma-systems/xspace-mesh/internal/testclock"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -25,7 +26,7 @@ type book struct {
 
 func newBook(t *testing.T) *book {
 	return &book{
-		t: t, l: newLeases(registry.DefaultSelfPreservation, slog.New(slog.DiscardHandler), registry.NewLeaseMetrics()),
+		t: t, l: newLeases(registry.DefaultSelfPreservation, slog.New(slog.DiscardHandler), prom.NewLeaseMetrics()),
 		clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), ttl: 30 * time.Second,
 	}
 }

@@ -3,7 +3,7 @@ package consul
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 )
 
 // Values of the op label: what a request to Consul was for.
@@ -36,7 +36,7 @@ type metrics struct {
 	outages   prometheus.Counter
 	skipped   prometheus.Counter
 	transport prometheus.Gauge
-	lease     registry.LeaseMetrics
+	lease     prom.LeaseMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -89,11 +89,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range []string{sourceWatch, sourceQuery, sourceFailFast} {
 		m.lookups.WithLabelValues(s)
 	}
-	m.lease = registry.NewLeaseMetrics()
+	m.lease = prom.NewLeaseMetrics()
 	for _, o := range []string{"changed", "unchanged", "error", "behind"} {
 		m.wakeups.WithLabelValues(o)
 	}
-	if err := registry.RegisterAll(reg, m.collectors()...); err != nil {
+	if err := prom.Register(reg, m.collectors()...); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -109,5 +109,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 // unregister removes the collectors, so that a store made again in the
 // same process can register its own.
 func (m *metrics) unregister() {
-	registry.UnregisterAll(m.reg, m.collectors()...)
+	prom.Unregister(m.reg, m.collectors()...)
 }

@@ -41,7 +41,7 @@ func TestConsulOutageLongerThanTTL(t *testing.T) {
 
 	m.agent.Stop(t)
 	m.healthy(false, 10*time.Second)
-	time.Sleep(2 * ttl) // the outage itself: Consul stays down this long while the fleet heartbeats in vain
+	time.Sleep(2 * ttl) // slow peer: Consul, down, stays down two TTLs while the fleet heartbeats in vain
 	during := h.lost()
 	m.agent.Restart(t)
 	back := time.Now()

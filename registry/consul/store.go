@@ -59,7 +59,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -200,8 +202,8 @@ type Store struct {
 // so replicas can start before Consul does.
 func New(opts Options) (*Store, error) {
 	opts = withDefaults(opts)
-	if err := checkAddress(opts.Address); err != nil {
-		return nil, err
+	if err := CheckAddress(opts.Address); err != nil {
+		return nil, fmt.Errorf("consul: address %w", err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	// Every watched VIP holds two long-polls; keep their connections for reuse.
@@ -240,17 +242,23 @@ func New(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// checkAddress rejects an address the client would misread.
-func checkAddress(addr string) error {
+// CheckAddress checks a Consul agent's address: host:port or
+// http(s)://host:port, with a port of 1 to 65535. meshd's configuration
+// and New both check with it.
+func CheckAddress(addr string) error {
 	hostPort := addr
 	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
 		if scheme != "http" && scheme != "https" {
-			return fmt.Errorf("consul: address %q: scheme must be http or https", addr)
+			return fmt.Errorf("%q: the scheme must be http or https", addr)
 		}
 		hostPort = rest
 	}
-	if hostPort == "" || strings.ContainsAny(hostPort, "/?#") {
-		return fmt.Errorf("consul: address %q: use host:port or http(s)://host:port", addr)
+	_, port, err := net.SplitHostPort(hostPort)
+	if err != nil || strings.ContainsAny(hostPort, "/?#") {
+		return fmt.Errorf("%q is not host:port or http(s)://host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: the port must be 1 to 65535", addr)
 	}
 	return nil
 }

@@ -125,8 +125,12 @@ func TestHeartbeatsKeepTheInstanceRoutable(t *testing.T) {
 		}
 		return svc.Instances[0].Status
 	}
-	for range 6 { // 3 seconds: three TTLs, renewed every half TTL
-		time.Sleep(500 * time.Millisecond)
+	// The instance heartbeats every half TTL for three TTLs (Consul's
+	// clock decides the TTL, so the heartbeats keep real time).
+	beat := time.NewTicker(500 * time.Millisecond)
+	defer beat.Stop()
+	for range 6 {
+		<-beat.C
 		if _, err := c.Heartbeat(ctx, "orders", "o1"); err != nil {
 			t.Fatalf("heartbeat: %v", err)
 		}

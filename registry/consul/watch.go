@@ -10,6 +10,7 @@ import (
 
 	capi "github.com/hashicorp/consul/api"
 
+	"github.com/prisma-systems/xspace-mesh/internal/backoff"
 	"github.com/prisma-systems/xspace-mesh/internal/shrink"
 )
 
@@ -239,7 +240,7 @@ func (s *Store) follow(ctx context.Context, w *watch, q query) {
 				// and keep its last known state (and show the error).
 				s.fire(w)
 			}
-			if !sleep(ctx, backoff(s.opts.RetryInterval, s.opts.MaxRetryInterval, failures)) {
+			if !backoff.Sleep(ctx, s.retryAfter(failures)) {
 				return
 			}
 			continue
@@ -263,7 +264,7 @@ func (s *Store) follow(ctx context.Context, w *watch, q query) {
 		if changed || recovered || first {
 			s.fire(w)
 		}
-		if early && !changed && !sleep(ctx, backoff(s.opts.RetryInterval, s.opts.MaxRetryInterval, 1)) {
+		if early && !changed && !backoff.Sleep(ctx, s.retryAfter(1)) {
 			return
 		}
 	}

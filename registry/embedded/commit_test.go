@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
@@ -61,19 +62,15 @@ func (g *commitGate) commitSizes() []int {
 // waitQueued waits until n writes wait for the committer.
 func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.NoError(t, fmt.Sprintf("%d writes queued", n), func() error {
 		s.q.mu.Lock()
 		got := len(s.q.pending)
 		s.q.mu.Unlock()
-		if got >= n {
-			return
+		if got < n {
+			return fmt.Errorf("%d queued", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes queued after 10s, want %d", got, n)
-		}
-		time.Sleep(time.Millisecond) // polling the queue, not waiting out a delay
-	}
+		return nil
+	})
 }
 
 // queueInOrder starts each write on its own goroutine, waiting until it is

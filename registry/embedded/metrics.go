@@ -3,6 +3,7 @@ package embedded
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
@@ -53,12 +54,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Panics or memory faults of the storage layer, turned into errors; after one the store refuses writes until restarted.",
 		}),
 	}
-	lease := registry.NewLeaseMetrics()
+	lease := prom.NewLeaseMetrics()
 	m.expirations, m.selfPreservation, m.overdue = lease.Expirations, lease.SelfPreservation, lease.Overdue
 	for _, st := range statuses {
 		m.instances.WithLabelValues(string(st))
 	}
-	if err := registry.RegisterAll(reg, m.collectors()...); err != nil {
+	if err := prom.Register(reg, m.collectors()...); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -74,5 +75,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 // unregister removes the collectors, so that a store reopened in the same
 // process can register its own.
 func (m *metrics) unregister() {
-	registry.UnregisterAll(m.reg, m.collectors()...)
+	prom.Unregister(m.reg, m.collectors()...)
 }

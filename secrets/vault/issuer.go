@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +48,10 @@ type Options struct {
 	Mount string
 	// Role is the PKI role certificates are issued under. Required.
 	Role string
+	// ServerRole is the PKI role meshd's own serving certificate is issued
+	// under (IssueServing): it must allow the host names and addresses
+	// meshd is reached by, and the URI SAN of names.ControlPlane.
+	ServerRole string
 	// TTL requested for each certificate; 0 leaves it to the role.
 	TTL time.Duration
 	// Token authenticates with a Vault token. Set Token or AppRole.
@@ -95,8 +102,8 @@ func New(opts Options) (*Issuer, error) {
 		opts.Timeout = DefaultTimeout
 	}
 	switch {
-	case opts.Address == "":
-		return nil, errors.New("vault: no address")
+	case CheckAddress(opts.Address) != nil:
+		return nil, fmt.Errorf("vault: address %w", CheckAddress(opts.Address))
 	case opts.Role == "" || strings.Contains(opts.Role, "/"):
 		return nil, fmt.Errorf("vault: role %q: name a PKI role of mount %s", opts.Role, opts.Mount)
 	case (opts.Token == "") == (opts.AppRole == nil):
@@ -160,7 +167,44 @@ func (i *Issuer) Issue(ctx context.Context, service string) (secrets.Certificate
 		return secrets.Certificate{}, fmt.Errorf("vault: issue: %w", err)
 	}
 	path := i.opts.Mount + "/issue/" + i.opts.Role
-	data := map[string]any{"uri_sans": names.SPIFFE(service)}
+	cert, err := i.issue(ctx, path, service, map[string]any{"uri_sans": names.SPIFFE(service)})
+	if err != nil {
+		return secrets.Certificate{}, fmt.Errorf("vault: issue %s at %s: %w%s", names.SPIFFE(service), path, err, hint(err, path, i.opts.Role))
+	}
+	i.log.Debug("issued certificate", "certificate", cert)
+	return cert, nil
+}
+
+// IssueServing asks Vault for meshd's serving certificate at
+// <mount>/issue/<server role>: the URI SAN of names.ControlPlane, and hosts
+// as DNS names (alt_names) or IP addresses (ip_sans).
+func (i *Issuer) IssueServing(ctx context.Context, hosts []string) (secrets.Certificate, error) {
+	if i.opts.ServerRole == "" {
+		return secrets.Certificate{}, errors.New("vault: no server role for meshd's serving certificate; set secrets.vault.server_role")
+	}
+	var dns, ips []string
+	for _, h := range hosts {
+		if net.ParseIP(h) != nil {
+			ips = append(ips, h)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	path := i.opts.Mount + "/issue/" + i.opts.ServerRole
+	data := map[string]any{"uri_sans": names.SPIFFE(names.ControlPlane), "alt_names": strings.Join(dns, ","), "ip_sans": strings.Join(ips, ",")}
+	if len(dns) > 0 {
+		data["common_name"] = dns[0]
+	}
+	cert, err := i.issue(ctx, path, names.ControlPlane, data)
+	if err != nil {
+		return secrets.Certificate{}, fmt.Errorf("vault: issue meshd's serving certificate for %v at %s: %w%s", hosts, path, err, hint(err, path, i.opts.ServerRole))
+	}
+	return cert, nil
+}
+
+// issue writes data, with the configured TTL, to an issue path and counts
+// the request.
+func (i *Issuer) issue(ctx context.Context, path, service string, data map[string]any) (secrets.Certificate, error) {
 	if i.opts.TTL > 0 {
 		data["ttl"] = fmt.Sprintf("%ds", int64(i.opts.TTL.Round(time.Second)/time.Second))
 	}
@@ -175,11 +219,7 @@ func (i *Issuer) Issue(ctx context.Context, service string) (secrets.Certificate
 		cert, err = certificate(service, s.Data)
 	}
 	i.metrics.requests.WithLabelValues(opIssue, result(err)).Inc()
-	if err != nil {
-		return secrets.Certificate{}, fmt.Errorf("vault: issue %s at %s: %w%s", names.SPIFFE(service), path, err, hint(err, path, i.opts.Role))
-	}
-	i.log.Debug("issued certificate", "certificate", cert)
-	return cert, nil
+	return cert, err
 }
 
 // certificate builds a Certificate from an issue response: the leaf, then
@@ -254,4 +294,18 @@ func chainPEM(s *api.Secret) ([]byte, error) {
 		return nil, fmt.Errorf("CA chain: %w", err)
 	}
 	return secrets.EncodePEMCertificates(certs...), nil
+}
+
+// CheckAddress checks Vault's address: http(s)://host:port. meshd's
+// configuration and New both check with it.
+func CheckAddress(addr string) error {
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not http(s)://host:port", addr)
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: the port must be 1 to 65535", addr)
+	}
+	return nil
 }

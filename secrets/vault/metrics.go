@@ -2,6 +2,8 @@ package vault
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
 )
 
 // Values of the result label.
@@ -48,17 +50,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.logins.WithLabelValues(r)
 		m.tokenRenewals.WithLabelValues(r)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	cs := []prometheus.Collector{m.requests, m.logins, m.tokenRenewals, m.tokenExpiry}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return nil, err
-		}
+	if err := prom.Register(reg, m.requests, m.logins, m.tokenRenewals, m.tokenExpiry); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/secrets"
 	"github.com/prisma-systems/xspace-mesh/secrets/vault"
 	"github.com/prisma-systems/xspace-mesh/secrets/vault/vaulttest"
@@ -40,14 +41,14 @@ func TestVaultOutage(t *testing.T) {
 	// Renewal falls due at about half-life and fails: the cached
 	// certificate stays served, and health stays OK while it is not near
 	// expiry.
-	waitFor(t, "a failed renewal", ttl, func() bool { return m.Health().Failing > 0 })
+	await.TrueWithin(t, ttl, "a failed renewal", func() bool { return m.Health().Failing > 0 })
 	if cur, ok := m.Current("payments"); !ok || cur.Serial != first.Serial {
 		t.Fatalf("during the outage Current = %v, %v; want the cached certificate", cur, ok)
 	}
 	if h := m.Health(); time.Until(first.NotAfter) > near+200*time.Millisecond && !h.OK() {
 		t.Fatalf("health degraded %s before expiry: %+v", time.Until(first.NotAfter), h)
 	}
-	waitFor(t, "degraded near expiry", ttl, func() bool { return !m.Health().OK() })
+	await.TrueWithin(t, ttl, "degraded near expiry", func() bool { return !m.Health().OK() })
 	if left := time.Until(first.NotAfter); left > near {
 		t.Fatalf("degraded %s before expiry; want within %s", left, near)
 	}
@@ -64,16 +65,5 @@ func TestVaultOutage(t *testing.T) {
 	}
 	if h := m.Health(); !h.OK() || h.Failing != 0 {
 		t.Fatalf("health after recovery: %+v", h)
-	}
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,6 +1,10 @@
 package server
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prisma-systems/xspace-mesh/internal/prom"
+)
 
 type metrics struct {
 	streams      *prometheus.GaugeVec
@@ -69,10 +73,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, t := range Types {
 		m.unknownDropped.WithLabelValues(typeLabel(t))
 	}
-	if reg != nil {
-		reg.MustRegister(m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks, m.authFailures,
-			m.waiting, m.refused, m.unknownDropped)
-	}
+	prom.MustRegister(reg, m.streams, m.pushes, m.pushedBytes, m.resources, m.nacks, m.authFailures,
+		m.waiting, m.refused, m.unknownDropped)
 	return m
 }
 

@@ -43,6 +43,7 @@ func TestReconnectResubscribes(t *testing.T) {
 	if err := m.store.DeleteVIP(context.Background(), "c"); err != nil {
 		t.Fatal(err)
 	}
+	m.sync(t) // the reconnect is answered from what discovery published
 
 	c2 := m.delta(t, "orders-1")
 	c2.send(deltaReq{typeURL: cds, subscribe: slices.Sorted(maps.Keys(held)), initial: held})

@@ -152,8 +152,8 @@ func TestSidecarNodeMetadataIsChecked(t *testing.T) {
 	}{
 		{map[string]any{names.NodeOutboundPortKey: 70000}, names.NodeOutboundPortKey + ": 70000 is not a port"},
 		{map[string]any{names.NodeOutboundPortKey: "http"}, `"http" is not a port number`},
-		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443}, names.NodeAppPortKey + " is not"},
-		{map[string]any{names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, names.NodeOutboundPortKey + " is missing"},
+		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443}, "an inbound port needs the app port"},
+		{map[string]any{names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, "the outbound port is missing"},
 		// An unauthenticated stream gets no identity for the inbound listener.
 		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080}, "needs an authenticated stream"},
 	} {

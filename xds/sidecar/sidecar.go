@@ -62,14 +62,11 @@ func FromNode(node *corev3.Node) (Ports, error) {
 		}
 		*f.dst = port
 	}
-	switch {
-	case p.Outbound == 0 && (p.Inbound != 0 || p.App != 0):
-		return Ports{}, fmt.Errorf("node metadata %s is missing; a sidecar needs its outbound port (regenerate the bootstrap with meshctl bootstrap)", names.NodeOutboundPortKey)
-	case p.Inbound != 0 && p.App == 0:
-		return Ports{}, fmt.Errorf("node metadata %s is set but %s is not; the inbound listener forwards to the application's port", names.NodeInboundPortKey, names.NodeAppPortKey)
-	case p.Inbound != 0 && p.Inbound == p.Outbound:
-		return Ports{}, fmt.Errorf("node metadata %s and %s are both %d; use two ports", names.NodeInboundPortKey, names.NodeOutboundPortKey, p.Inbound)
-	case p.Inbound != 0 && fields[names.NodeServiceKey].GetStringValue() == "":
+	if err := names.SidecarPorts(p).Check(); err != nil {
+		return Ports{}, fmt.Errorf("node metadata %s, %s, %s: %w (regenerate the bootstrap with meshctl bootstrap)",
+			names.NodeOutboundPortKey, names.NodeInboundPortKey, names.NodeAppPortKey, err)
+	}
+	if p.Inbound != 0 && fields[names.NodeServiceKey].GetStringValue() == "" {
 		// Without a token the stream gets no identity, and a listener
 		// waiting for its certificate would never start.
 		return Ports{}, fmt.Errorf("node metadata %s needs an authenticated stream: the inbound listener serves the service's certificate; give the sidecar a token (meshctl bootstrap --token-file)", names.NodeInboundPortKey)

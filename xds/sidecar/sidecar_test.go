@@ -40,7 +40,7 @@ func TestFromNode(t *testing.T) {
 		{map[string]any{names.NodeOutboundPortKey: 0}, Ports{}, "0 is not a port"},
 		{map[string]any{names.NodeOutboundPortKey: true}, Ports{}, "want a port number"},
 		{map[string]any{names.NodeOutboundPortKey: "-1"}, Ports{}, "not a port number"},
-		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 15001, names.NodeAppPortKey: 8080}, Ports{}, "use two ports"},
+		{map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 15001, names.NodeAppPortKey: 8080}, Ports{}, "use distinct ports"},
 		{map[string]any{names.NodeAppPortKey: 8080}, Ports{}, "is missing"},
 	} {
 		got, err := FromNode(node(t, tc.fields))

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -183,7 +184,7 @@ func loadBalancingPolicy(lb registry.LoadBalancing) *clusterv3.LoadBalancingPoli
 
 func lbPolicyEntry(name string, config proto.Message) *clusterv3.LoadBalancingPolicy_Policy {
 	return &clusterv3.LoadBalancingPolicy_Policy{
-		TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(config)},
+		TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: envoyproto.Any(config)},
 	}
 }
 
@@ -281,7 +282,7 @@ func protocolOptions(proto registry.Protocol, t registry.Timeouts) map[string]*a
 			ExplicitHttpConfig: explicitHTTPConfig(proto),
 		},
 	}
-	return map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
+	return map[string]*anypb.Any{httpProtocolOptionsKey: envoyproto.Any(opts)}
 }
 
 // explicitHTTPConfig speaks HTTP/2 to http2 and grpc VIPs and HTTP/1.1 to the

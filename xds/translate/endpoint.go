@@ -8,6 +8,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -20,13 +21,13 @@ const metadataNamespace = "xspace"
 //
 // Instances are grouped into one LocalityLbEndpoints per zone (the empty zone
 // is a locality of its own), localities sorted by zone and endpoints by
-// instance id. Only UP and DRAINING instances are sent; see routableStatus.
+// instance id. Only UP and DRAINING instances are sent (registry.Status.Published).
 // Each locality's load_balancing_weight is the sum of its endpoints' weights:
 // gRPC's xDS client ignores a locality without a weight (so it would find no
 // endpoints at all) and splits traffic between localities by these weights
 // before it picks an endpoint within one; Envoy uses them only with locality
 // weighted load balancing, which mesh clusters do not enable.
-// A VIP with no routable instance yields an assignment with no endpoints,
+// A VIP with no published instance yields an assignment with no endpoints,
 // which is valid: Envoy answers 503 "no healthy upstream" rather than waiting.
 func ClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAssignment {
 	return clusterLoadAssignment(svc, false)
@@ -40,7 +41,7 @@ func SecureClusterLoadAssignment(svc registry.Service) *endpointv3.ClusterLoadAs
 }
 
 func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.ClusterLoadAssignment {
-	routable := make([]registry.Instance, 0, len(svc.Instances))
+	published := make([]registry.Instance, 0, len(svc.Instances))
 	for _, inst := range svc.Instances {
 		inst = inst.Normalize()
 		if secure {
@@ -49,21 +50,21 @@ func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.Cluste
 			}
 			inst.Port = inst.SecurePort
 		}
-		if routableStatus(inst.Status) {
-			routable = append(routable, inst)
+		if inst.Status.Published() {
+			published = append(published, inst)
 		}
 	}
 	// Sort by zone, then id, so each locality's endpoints come out in id
 	// order. Address and port break ties between duplicate ids, so even
 	// malformed input translates deterministically.
-	slices.SortFunc(routable, func(a, b registry.Instance) int {
+	slices.SortFunc(published, func(a, b registry.Instance) int {
 		return cmp.Or(cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.ID, b.ID),
 			cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 	})
 
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: names.Cluster(svc.VIP.Name, secure)}
 	var locality *endpointv3.LocalityLbEndpoints
-	for _, inst := range routable {
+	for _, inst := range published {
 		if locality == nil || locality.GetLocality().GetZone() != inst.Zone {
 			locality = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: inst.Zone}}
 			cla.Endpoints = append(cla.Endpoints, locality)
@@ -74,8 +75,8 @@ func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.Cluste
 	return cla
 }
 
-// routableStatus reports whether an instance with status s is sent to Envoy
-// at all; healthStatus says as what.
+// Only instances whose status is Published are sent to Envoy at all;
+// healthStatus says as what.
 //
 // UP is HEALTHY. DRAINING is sent as DRAINING so that Envoy stops picking the
 // host for new requests while the instance finishes what it has (Envoy
@@ -93,11 +94,8 @@ func clusterLoadAssignment(svc registry.Service, secure bool) *endpointv3.Cluste
 // DRAINING hosts do stay in that denominator: if more than half a VIP's
 // instances drain at once, Envoy panics and new requests reach them too, which
 // still beats failing those requests while the instances can still serve.
-func routableStatus(s registry.Status) bool {
-	return s == registry.StatusUp || s == registry.StatusDraining
-}
 
-// healthStatus maps a routable instance status to the EDS health status.
+// healthStatus maps a published instance status to the EDS health status.
 func healthStatus(s registry.Status) corev3.HealthStatus {
 	if s == registry.StatusDraining {
 		return corev3.HealthStatus_DRAINING
@@ -105,7 +103,7 @@ func healthStatus(s registry.Status) corev3.HealthStatus {
 	return corev3.HealthStatus_HEALTHY
 }
 
-// lbEndpoint returns the endpoint of a normalized, routable instance. The hostname is
+// lbEndpoint returns the endpoint of a normalized, published instance. The hostname is
 // the instance id, for stats and the admin page; it is not used for routing,
 // but a route with auto_host_rewrite would put it in the Host header, so
 // routes to mesh clusters must not set auto_host_rewrite. The instance's own
@@ -113,7 +111,7 @@ func healthStatus(s registry.Status) corev3.HealthStatus {
 func lbEndpoint(inst registry.Instance) *endpointv3.LbEndpoint {
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address:  socketAddress(inst.Address, inst.Port),
+			Address:  envoyproto.SocketAddress(inst.Address, inst.Port),
 			Hostname: inst.ID,
 		}},
 		HealthStatus:        healthStatus(inst.Status),
@@ -122,13 +120,4 @@ func lbEndpoint(inst registry.Instance) *endpointv3.LbEndpoint {
 			metadataNamespace: stringStruct("instance_id", inst.ID),
 		}},
 	}
-}
-
-// socketAddress returns a TCP address.
-func socketAddress(address string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Protocol:      corev3.SocketAddress_TCP,
-		Address:       address,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-	}}}
 }

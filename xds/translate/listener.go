@@ -5,6 +5,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 )
 
@@ -43,7 +44,7 @@ func APIListeners(vip string) []*listenerv3.Listener {
 		}
 		out = append(out, &listenerv3.Listener{
 			Name:        name,
-			ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
+			ApiListener: &listenerv3.ApiListener{ApiListener: envoyproto.Any(hcm)},
 		})
 	}
 	return out

@@ -6,9 +6,9 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
-	"github.com/prisma-systems/xspace-mesh/secrets"
 )
 
 // SecureCluster returns the mutual-TLS cluster "<vip>.svip" for a VIP: the
@@ -36,7 +36,7 @@ func secureCluster(vip string, p registry.Policy) *clusterv3.Cluster {
 func upstreamTransportSocket(vip string, proto registry.Protocol) *corev3.TransportSocket {
 	return &corev3.TransportSocket{
 		Name:       "envoy.transport_sockets.tls",
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(upstreamTLS(vip, proto))},
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyproto.Any(upstreamTLS(vip, proto))},
 	}
 }
 
@@ -79,11 +79,11 @@ func sdsSecret(name string) *tlsv3.SdsSecretConfig {
 }
 
 // IdentitySecret returns the SDS secret xspace/identity holding a service's
-// certificate chain and private key.
-func IdentitySecret(c secrets.Certificate) *tlsv3.Secret {
+// certificate chain and private key, both PEM.
+func IdentitySecret(chainPEM, keyPEM []byte) *tlsv3.Secret {
 	return &tlsv3.Secret{Name: names.IdentitySecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-		CertificateChain: inlineBytes(c.CertPEM),
-		PrivateKey:       inlineBytes(c.KeyPEM),
+		CertificateChain: inlineBytes(chainPEM),
+		PrivateKey:       inlineBytes(keyPEM),
 	}}}
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/prisma-systems/xspace-mesh/internal/envoyproto"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -101,7 +102,7 @@ func OutboundListener(port uint32, odcdsTimeout time.Duration) *listenerv3.Liste
 	}
 	return &listenerv3.Listener{
 		Name:    names.OutboundListener(port),
-		Address: socketAddress("127.0.0.1", port),
+		Address: envoyproto.SocketAddress("127.0.0.1", port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{networkFilter(hcm)},
 		}},
@@ -216,7 +217,7 @@ func outboundRoute(p registry.Policy, vip *routev3.HeaderMatcher) *routev3.Route
 	rp := retryPolicy(p.Retries)
 	rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
 		Name:       "envoy.retry_host_predicates.previous_hosts",
-		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: envoyproto.Any(&previoushostsv3.PreviousHostsPredicate{})},
 	}}
 	rp.HostSelectionRetryMaxAttempts = 3
 	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
@@ -278,12 +279,12 @@ func InboundListener(port, appPort uint32) *listenerv3.Listener {
 	}
 	return &listenerv3.Listener{
 		Name:    names.InboundListener(port, appPort),
-		Address: socketAddress("0.0.0.0", port),
+		Address: envoyproto.SocketAddress("0.0.0.0", port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{networkFilter(hcm)},
 			TransportSocket: &corev3.TransportSocket{
 				Name:       "envoy.transport_sockets.tls",
-				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(tls)},
+				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyproto.Any(tls)},
 			},
 		}},
 	}
@@ -306,13 +307,13 @@ func fetchSource() *corev3.ConfigSource {
 }
 
 func httpFilter(name string, cfg proto.Message) *hcmv3.HttpFilter {
-	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)}}
+	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: envoyproto.Any(cfg)}}
 }
 
 func networkFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{
 		Name:       "envoy.filters.network.http_connection_manager",
-		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: envoyproto.Any(hcm)},
 	}
 }
 
@@ -327,11 +328,11 @@ func LocalAppCluster(port uint32) *clusterv3.Cluster {
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", port)}},
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyproto.SocketAddress("127.0.0.1", port)}},
 			}}}},
 		},
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
-			httpProtocolOptionsKey: mustAny(&httpv3.HttpProtocolOptions{
+			httpProtocolOptionsKey: envoyproto.Any(&httpv3.HttpProtocolOptions{
 				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
 					UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
 						HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/pem"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,8 +17,10 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 // meshd is the real REST API over an embedded store, with switches that
@@ -61,22 +67,10 @@ func startMeshd(t *testing.T) *meshd {
 func (m *meshd) instances(t *testing.T) []api.Instance {
 	t.Helper()
 	insts, err := m.client.Instances(t.Context(), "api")
-	if err != nil && !isNotFound(err) {
+	if err != nil && !api.IsNotFound(err) {
 		t.Fatalf("list instances: %v", err)
 	}
 	return insts
-}
-
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // startMember starts the membership loop of instance api-1 against m.
@@ -99,7 +93,7 @@ func TestRegistersRetryingUntilMeshdAnswers(t *testing.T) {
 	m := startMeshd(t)
 	m.refuseRegistrations.Store(2)
 	startMember(t, m)
-	waitFor(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
 
 	want := api.Instance{
 		ID: "api-1", VIP: "api", Address: "10.1.2.3", Port: 8080, SecurePort: 15443, Zone: "zone-a",
@@ -117,7 +111,7 @@ func TestRegistersRetryingUntilMeshdAnswers(t *testing.T) {
 func TestHeartbeatsAndRegistersAgainWhenForgotten(t *testing.T) {
 	m := startMeshd(t)
 	startMember(t, m)
-	waitFor(t, "the lease is renewed", func() bool {
+	await.True(t, "the lease is renewed", func() bool {
 		insts := m.instances(t)
 		return len(insts) == 1 && insts[0].RenewedAt.After(insts[0].RegisteredAt)
 	})
@@ -127,7 +121,7 @@ func TestHeartbeatsAndRegistersAgainWhenForgotten(t *testing.T) {
 	if err := m.client.Deregister(t.Context(), "api", "api-1"); err != nil {
 		t.Fatalf("deregister behind the demo's back: %v", err)
 	}
-	waitFor(t, "the instance registers again", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance registers again", func() bool { return len(m.instances(t)) == 1 })
 	if after := m.registrations.Load(); after <= before {
 		t.Errorf("registrations went from %d to %d; want a new one", before, after)
 	}
@@ -137,7 +131,7 @@ func TestLeaveDeregistersAndStopsHeartbeating(t *testing.T) {
 	m := startMeshd(t)
 	mem := startMember(t, m)
 	srv := startAPI(t, mem)
-	waitFor(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
+	await.True(t, "the instance is registered", func() bool { return len(m.instances(t)) == 1 })
 
 	m.refuseDeregister.Store(true)
 	status, _, body := send(t, http.MethodPost, srv.URL+"/admin/leave", nil, "")
@@ -159,5 +153,51 @@ func TestLeaveDeregistersAndStopsHeartbeating(t *testing.T) {
 	}
 	if status, _, _ := send(t, http.MethodGet, srv.URL+"/hello", nil, ""); status != http.StatusOK {
 		t.Errorf("GET /hello after leaving = %d, want 200: the instance keeps serving", status)
+	}
+}
+
+// TestMeshdClientOverTLSWithToken: with --ca-file and --token-file the
+// demo registers with a meshd that serves TLS and requires tokens; with
+// another service's token it is refused.
+func TestMeshdClientOverTLSWithToken(t *testing.T) {
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	dir := t.TempDir()
+	kr, _, err := token.LoadOrCreate(filepath.Join(dir, "tokens.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	srv := httptest.NewTLSServer(api.Guard(api.NewHandler(store, logger), api.Access{Tokens: kr}, func(string) bool { return false }, logger))
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	register := func(service string) error {
+		tok, err := kr.Issue(service, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokFile := filepath.Join(dir, service+".token")
+		if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := meshdClient(config{Meshd: srv.URL, CAFile: caFile, TokenFile: tokFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Register(t.Context(), "api", "api-1", api.Registration{Address: "10.0.0.1", Port: 8080})
+		return err
+	}
+	if err := register("api"); err != nil {
+		t.Fatalf("registration with the api's token over TLS: %v", err)
+	}
+	var apiErr *api.Error
+	if err := register("billing"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("registration with billing's token: %v; want 403", err)
 	}
 }

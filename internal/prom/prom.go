@@ -1,26 +1,46 @@
-package registry
+// Package prom is how every component of meshd exports Prometheus
+// metrics: it takes a prometheus.Registerer (nil: nothing is exported, the
+// metrics still count), creates every series it can at construction so
+// that dashboards and alerts see zeros rather than nothing, and registers
+// all its collectors at once with Register, all or none. A component whose
+// constructor returns an error returns Register's; the others call
+// MustRegister, for which a failure (a duplicate name) is a programming
+// error.
+package prom
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
 
-// RegisterAll registers a store's collectors on reg, all or none: if one
-// fails, those already registered are removed again, so a store that fails
-// to open leaves the registry as it found it. A nil reg registers nothing.
-func RegisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Register registers cs on reg, all or none: if one fails, those already
+// registered are removed again, so a component that fails to start leaves
+// the registry as it found it. A nil reg registers nothing.
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	if reg == nil {
 		return nil
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
-			UnregisterAll(reg, cs[:i]...)
-			return err
+			Unregister(reg, cs[:i]...)
+			return fmt.Errorf("register metrics: %w", err)
 		}
 	}
 	return nil
 }
 
-// UnregisterAll removes a store's collectors, so that a store reopened in
-// the same process can register its own.
-func UnregisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) {
+// MustRegister is Register for components that cannot fail otherwise; it
+// panics if a collector is registered already.
+func MustRegister(reg prometheus.Registerer, cs ...prometheus.Collector) {
+	if err := Register(reg, cs...); err != nil {
+		panic(err)
+	}
+}
+
+// Unregister removes collectors, so that a component reopened in the same
+// process can register its own.
+func Unregister(reg prometheus.Registerer, cs ...prometheus.Collector) {
 	if reg == nil {
 		return
 	}
@@ -30,7 +50,7 @@ func UnregisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) {
 }
 
 // LeaseMetrics are the metrics of a registry that expires leases under the
-// SelfPreservation rule, with the same names whichever registry it is.
+// registry.SelfPreservation rule, with the same names whichever registry it is.
 type LeaseMetrics struct {
 	// Expirations counts instances taken out because their lease expired.
 	Expirations prometheus.Counter
@@ -59,7 +79,7 @@ func NewLeaseMetrics() LeaseMetrics {
 	}
 }
 
-// Collectors returns the metrics, for RegisterAll.
+// Collectors returns the metrics, for Register.
 func (m LeaseMetrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Expirations, m.SelfPreservation, m.Overdue}
 }
