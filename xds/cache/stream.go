@@ -57,6 +57,24 @@ func (c *Cache) CloseStream(node *corev3.Node) {
 	}
 }
 
+// Waiting counts the streams opened with OpenStream whose watch of a type
+// is open: every request of theirs of that type was handled, and they wait
+// for a change. It is for debugging and benchmarks, and looks at every
+// such stream.
+func (c *Cache) Waiting(typeURL string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	if ts := c.types[typeURL]; ts != nil {
+		for _, w := range ts.kept {
+			if w.active {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // keptWatch creates or updates the kept watch of a stream's request and
 // answers it if there is anything to say. Called with c.mu held.
 func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) func() {

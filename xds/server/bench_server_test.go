@@ -68,7 +68,7 @@ type memReport struct {
 // TestBenchServerProcess is not a test: benchmarks run the test binary
 // again with only this selected. It serves a mesh on loopback with VIPs
 // svc-00000... registered, prints "ready <xds addr> <http addr>", answers
-// GET /mem, GET /cpu, GET /heap and POST /register on the HTTP address, and exits
+// GET /mem, GET /cpu, GET /waiting, GET /heap and POST /register on the HTTP address, and exits
 // when its stdin closes. With XSPACE_BENCH_SERVER_CPUPROFILE=FILE it
 // writes there its CPU profile from the moment it is ready (after its
 // VIPs are registered) until it exits.
@@ -129,6 +129,15 @@ func TestBenchServerProcess(t *testing.T) {
 	})
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, cpuTime())
+	})
+	// GET /waiting?type=URL counts meshd's streams waiting for a change of
+	// that type, every request of theirs handled (cache.Cache.Waiting).
+	mux.HandleFunc("GET /waiting", func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		if m != nil {
+			n = m.cache.Waiting(r.URL.Query().Get("type"))
+		}
+		fmt.Fprint(w, n)
 	})
 	mux.HandleFunc("GET /heap", func(w http.ResponseWriter, _ *http.Request) {
 		runtime.GC()
@@ -278,17 +287,30 @@ func (p *serverProcess) memAt(tb testing.TB, path string) memReport {
 // cpu is the user and system CPU time the child has used, in ns.
 func (p *serverProcess) cpu(tb testing.TB) int64 {
 	tb.Helper()
-	body := p.get(tb, "/cpu")
+	return p.number(tb, "/cpu")
+}
+
+// waiting is how many of the child's streams wait for a change of typeURL
+// with every request of theirs handled (GET /waiting).
+func (p *serverProcess) waiting(tb testing.TB, typeURL string) int {
+	tb.Helper()
+	return int(p.number(tb, "/waiting?type="+url.QueryEscape(typeURL)))
+}
+
+// number is the integer the child answers at path.
+func (p *serverProcess) number(tb testing.TB, path string) int64 {
+	tb.Helper()
+	body := p.get(tb, path)
 	defer func() { _ = body.Close() }()
 	b, err := io.ReadAll(body)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ns, err := strconv.ParseInt(string(b), 10, 64)
+	n, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("GET %s: %q: %v", path, b, err)
 	}
-	return ns
+	return n
 }
 
 func (p *serverProcess) heapProfile(tb testing.TB, path string) {
