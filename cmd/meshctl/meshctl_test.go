@@ -265,7 +265,7 @@ func TestServerErrorsPrintedVerbatim(t *testing.T) {
 		{
 			"unknown field in a file", "name: payments\npolicy:\n  retry: {attempts: 2}\n",
 			[]string{"vip", "apply", "-f", "-"},
-			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n",
+			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, allowed_callers, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n",
 		},
 	}
 	for _, tt := range tests {
