@@ -13,10 +13,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/url"
 	"time"
 
@@ -96,6 +98,19 @@ func Open(dir string, opts Options) (*CA, error) {
 // Issue returns a new leaf certificate for service, valid from a minute ago
 // for the configured lifetime (cut to the root's own NotAfter).
 func (ca *CA) Issue(ctx context.Context, service string) (secrets.Certificate, error) {
+	return ca.issue(ctx, service, nil)
+}
+
+// IssueServing returns meshd's serving certificate: Issue's for
+// names.ControlPlane, with hosts as its DNS or IP SANs.
+func (ca *CA) IssueServing(ctx context.Context, hosts []string) (secrets.Certificate, error) {
+	if len(hosts) == 0 {
+		return secrets.Certificate{}, errors.New("embedded CA: a serving certificate needs at least one host name or address")
+	}
+	return ca.issue(ctx, names.ControlPlane, hosts)
+}
+
+func (ca *CA) issue(ctx context.Context, service string, hosts []string) (secrets.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return secrets.Certificate{}, fmt.Errorf("embedded CA: issue %q: %w", service, err)
 	}
@@ -139,6 +154,13 @@ func (ca *CA) Issue(ctx context.Context, service string) (secrets.Certificate, e
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.root, &key.PublicKey, ca.key)
 	if err != nil {

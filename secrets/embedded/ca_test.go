@@ -97,6 +97,30 @@ func sanCritical(c *x509.Certificate) bool {
 	return false
 }
 
+// TestIssueServing: meshd's serving certificate names its hosts (DNS and IP
+// SANs) besides the control plane's identity, and chains to the root.
+func TestIssueServing(t *testing.T) {
+	ca := open(t, t.TempDir(), Options{})
+	c, err := ca.IssueServing(t.Context(), []string{"meshd.internal", "10.0.0.5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := leafOf(t, c)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Root())
+	for _, host := range []string{"meshd.internal", "10.0.0.5"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots}); err != nil {
+			t.Errorf("verify as %s: %v", host, err)
+		}
+	}
+	if c.Service != names.ControlPlane {
+		t.Errorf("service %q, want %q", c.Service, names.ControlPlane)
+	}
+	if _, err := ca.IssueServing(t.Context(), nil); err == nil {
+		t.Error("a serving certificate without hosts was issued")
+	}
+}
+
 func TestIssueRefusesInvalidService(t *testing.T) {
 	ca := open(t, t.TempDir(), Options{})
 	for _, svc := range []string{"", "Payments", "a/b", "x.svip"} {
