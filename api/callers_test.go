@@ -85,3 +85,32 @@ func TestAllowedCallersRefusalsSayWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowedCallersWithPlaintextWarn: a policy that names allowed callers
+// and still serves plaintext is stored, with a Warning saying that
+// plaintext callers get past the list and how to turn it off; with
+// plaintext: false, or without a list, there is nothing to warn about.
+func TestAllowedCallersWithPlaintextWarn(t *testing.T) {
+	s := newTestServer(t)
+	for _, tt := range []struct {
+		body string
+		warn bool
+	}{
+		{`{"policy":{"allowed_callers":["web"]}}`, true},
+		{`{"policy":{"allowed_callers":[]}}`, true},
+		{`{"policy":{"allowed_callers":["web"],"plaintext":false}}`, false},
+		{`{"policy":{}}`, false},
+	} {
+		status, header, body := s.send(t, "PUT", "/v1/vips/payments", jsonCT, []byte(tt.body))
+		if status != http.StatusOK && status != http.StatusCreated {
+			t.Fatalf("PUT %s: %d %s", tt.body, status, body)
+		}
+		got := header.Get("Warning")
+		if !tt.warn && got != "" {
+			t.Errorf("PUT %s: Warning %q; want none", tt.body, got)
+		}
+		if tt.warn && (!strings.HasPrefix(got, `299 - "`) || !strings.Contains(got, "payments.vip") || !strings.Contains(got, "plaintext: false")) {
+			t.Errorf("PUT %s: Warning %q; want a 299 naming payments.vip and plaintext: false", tt.body, got)
+		}
+	}
+}

@@ -120,3 +120,17 @@ func (p Policy) CallerNotes(vip string) []string {
 	}
 	return notes
 }
+
+// CallerWarning is what the owner of a VIP should be told when its policy
+// names allowed callers yet serves the plaintext cluster, which carries no
+// identity and so lets any client that reaches it past the list; "" for
+// any other policy. p need not be normalized.
+func (p Policy) CallerWarning(vip string) string {
+	p = p.Normalize()
+	if p.AllowsAnyCaller() || !p.PlaintextAllowed() {
+		return ""
+	}
+	secure, plain := names.Cluster(vip, true), names.Cluster(vip, false)
+	return fmt.Sprintf("allowed_callers applies to %s only: %s is served too (plaintext is not false), carries no caller identity and lets every caller in; set plaintext: false to serve %s only",
+		secure, plain, secure)
+}
