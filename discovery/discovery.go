@@ -135,7 +135,8 @@ type vip struct {
 	// guarded by resolveMu
 	last      registry.Service
 	found     bool
-	known     bool // a lookup succeeded: last is the registry's answer
+	known     bool      // a lookup succeeded: last is the registry's answer
+	callers   *[]string // allowed_callers of the inbound routes published
 	err       error
 	failures  int    // consecutive failed lookups
 	lookups   uint64 // lookups that finished, numbering what absentAt records

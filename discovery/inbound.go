@@ -18,6 +18,28 @@ import (
 // more is removed. Only the sidecars of that VIP subscribe to them, so a
 // change of its allowed_callers reaches them and no one else.
 
+// publishCallers publishes v's inbound routes after a lookup, if it is
+// the first to succeed or who may call v changed: they depend on nothing
+// else, and an instance change must not rebuild them. Called with
+// v.resolveMu held.
+func (d *Discovery) publishCallers(v *vip, first bool) {
+	callers := v.last.VIP.Policy.Normalize().AllowedCallers
+	if !first && sameCallers(v.callers, callers) {
+		return
+	}
+	v.callers = callers
+	d.publishSet(v.name, translate.InboundRoutes(v.name, v.last.VIP.Policy, d.inboundPorts(v)))
+}
+
+// sameCallers reports whether two normalized allowed_callers are the same:
+// both left out, or the same list.
+func sameCallers(a, b *[]string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.Equal(*a, *b)
+}
+
 // inboundPorts are the app ports whose inbound routes v publishes.
 func (d *Discovery) inboundPorts(v *vip) []uint32 {
 	d.mu.Lock()

@@ -53,6 +53,13 @@ func TestInboundRoutes(t *testing.T) {
 			route(8080), f.pub.count(route(8080)), before, route(9090), f.pub.count(route(9090)))
 	}
 
+	// An instance change does not rebuild them.
+	f.register(t, "ledger", "l1", "10.0.0.1")
+	f.sync(t)
+	if n := f.pub.count(route(8080)); n != before+1 {
+		t.Fatalf("after an instance change %s was published %d times; want %d, as before it", route(8080), n, before+1)
+	}
+
 	// Released, a port's route goes; the other stays.
 	f.disc.Release(route(9090))
 	if published(9090) || !published(8080) {

@@ -59,9 +59,10 @@ func (d *Discovery) lookup(v *vip) {
 	if err != nil { // not found
 		svc = registry.Service{}
 	}
+	first := !v.known
 	v.last, v.found, v.known = svc, err == nil, true
 	d.publish(v.name, translate.VIP(v.name, svc, v.found))
-	d.publishSet(v.name, translate.InboundRoutes(v.name, svc.VIP.Policy, d.inboundPorts(v)))
+	d.publishCallers(v, first)
 }
 
 // retryAfter is the backoff after n consecutive failures: doubling from
