@@ -181,6 +181,31 @@ func (k *Keyring) Verify(s string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	return c.claims(used.ID)
+}
+
+// Inspect reads what a token says without checking its signature, for
+// tools that have no keyring at hand (meshctl bootstrap checks the token
+// it embeds). It refuses what Verify refuses on any keyring: a malformed
+// token, another issuer or audience, no expiry, a bad role or subject.
+// Whether the token is expired is left to the caller. Never authorize on
+// what it returns.
+func Inspect(s string) (Claims, error) {
+	var c claims
+	t, _, err := jwt.NewParser().ParseUnverified(s, &c)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if c.Issuer != issuer || len(c.Audience) != 1 || c.Audience[0] != audience || c.ExpiresAt == nil {
+		return Claims{}, fmt.Errorf("%w: not a token of meshd's (issuer %q, audience %v)", ErrInvalid, c.Issuer, c.Audience)
+	}
+	kid, _ := t.Header["kid"].(string)
+	return c.claims(kid)
+}
+
+// claims checks the role and subject of a parsed token and returns its
+// Claims.
+func (c claims) claims(keyID string) (Claims, error) {
 	role := c.Role
 	if role == "" {
 		role = RoleService
@@ -191,7 +216,7 @@ func (k *Keyring) Verify(s string) (Claims, error) {
 	if names.ValidateVIP(c.Subject) != nil || role == RoleService && names.Reserved(c.Subject) {
 		return Claims{}, fmt.Errorf("%w: subject %q is not a %s", ErrInvalid, c.Subject, subjectField(role))
 	}
-	out := Claims{Role: role, Subject: c.Subject, Expires: c.ExpiresAt.Time, KeyID: used.ID}
+	out := Claims{Role: role, Subject: c.Subject, Expires: c.ExpiresAt.Time, KeyID: keyID}
 	if role == RoleService {
 		out.Service = c.Subject
 	}

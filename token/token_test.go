@@ -194,3 +194,38 @@ func TestKeyringFile(t *testing.T) {
 		t.Fatalf("unknown field accepted: %v", err)
 	}
 }
+
+// TestInspect: a token reads the same unverified as verified, forged or
+// not; what is not a token of meshd's, or has a bad role or subject, is
+// refused even unverified.
+func TestInspect(t *testing.T) {
+	kr := keyring(t, t0, Key{ID: "k1", Secret: secretA})
+	good, _ := kr.IssueRole(RoleOperator, "alice", time.Hour)
+	verified, err := kr.Verify(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Inspect(good); err != nil || c != verified {
+		t.Fatalf("Inspect = %+v, %v; want %+v", c, err, verified)
+	}
+	forged, _ := keyring(t, t0, Key{ID: "k1", Secret: secretB}).Issue("payments", time.Hour)
+	if c, err := Inspect(forged); err != nil || c.Service != "payments" {
+		t.Fatalf("Inspect(forged) = %+v, %v; it reads without verifying", c, err)
+	}
+	noExpiry := registered("payments")
+	noExpiry.ExpiresAt = nil
+	otherAudience := registered("payments")
+	otherAudience.Audience = jwt.ClaimStrings{"someone-else"}
+	for name, tok := range map[string]string{
+		"garbage":          "not.a.token",
+		"empty":            "",
+		"no expiry":        signed(t, secretA, claims{RegisteredClaims: noExpiry}),
+		"other audience":   signed(t, secretA, claims{RegisteredClaims: otherAudience}),
+		"unknown role":     signed(t, secretA, claims{RegisteredClaims: registered("payments"), Role: "admin"}),
+		"reserved service": signed(t, secretA, claims{RegisteredClaims: registered(names.ControlPlane)}),
+	} {
+		if c, err := Inspect(tok); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Inspect = %+v, %v; want ErrInvalid", name, c, err)
+		}
+	}
+}
