@@ -14,6 +14,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
@@ -132,5 +133,40 @@ func TestAllowedCallersReachOnlyTheirSidecars(t *testing.T) {
 		}
 		ledger.nothingMore()
 		web.nothingMore()
+	}
+}
+
+// TestInboundRouteOfAnotherService: a stream that did not authenticate as
+// a service is told its inbound route does not exist, and meshd builds
+// none for it (each app port would otherwise cost one more route), while
+// the service's own stream gets it.
+func TestInboundRouteOfAnotherService(t *testing.T) {
+	kr := testKeyring(t, time.Now())
+	m := newMeshWith(t, func(o *server.Options) { o.Authenticator = kr })
+	if _, err := m.store.PutVIP(context.Background(), registry.VIP{Name: "ledger"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := kr.Issue("web", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := names.InboundRoute("ledger", 7777)
+	web := m.deltaAs(t, "web-1", "web", tok)
+	web.subscribe(rds, route)
+	if r := web.recv(); len(r.GetResources()) != 0 || !slices.Equal(r.GetRemovedResources(), []string{route}) {
+		t.Fatalf("web subscribing to %s: sent %v removed %v; want it removed", route, resourceNames(r), r.GetRemovedResources())
+	}
+	web.nothingMore()
+	if _, ok := m.cache.Version(cache.Item{TypeURL: rds, Name: route}); ok {
+		t.Fatalf("%s was built for web", route)
+	}
+	tok, err = kr.Issue("ledger", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := m.deltaAs(t, "ledger-1", "ledger", tok)
+	ledger.subscribe(rds, route)
+	if r := ledger.recv(); !slices.Equal(resourceNames(r), []string{route}) {
+		t.Fatalf("ledger subscribing to %s: sent %v removed %v; want it", route, resourceNames(r), r.GetRemovedResources())
 	}
 }
