@@ -105,6 +105,7 @@ func (a *app) applyVIPs(cmd *cobra.Command, file string, docs [][]byte) error {
 			return err
 		}
 		stored = append(stored, v)
+		a.printCallerWarning(v)
 		if a.output == "table" {
 			fmt.Fprintf(a.stdout, "vip/%s %s\n", v.Name, map[bool]string{true: "created", false: "configured"}[created])
 			a.printProxylessNotes(v.Policy)
@@ -192,11 +193,21 @@ policy asks for (they are served the nearest thing they have).`,
 			if err := a.emit(v, vipTable([]registry.VIP{v})); err != nil {
 				return err
 			}
+			a.printCallerWarning(v)
 			if a.output == "table" {
 				a.printProxylessNotes(v.Policy)
 			}
 			return nil
 		}),
+	}
+}
+
+// printCallerWarning tells the owner of a VIP, on stderr, that its
+// plaintext cluster lets callers past its allowed_callers
+// (registry.Policy.CallerWarning).
+func (a *app) printCallerWarning(v registry.VIP) {
+	if w := v.Policy.CallerWarning(v.Name); w != "" {
+		fmt.Fprintf(a.stderr, "warning: vip/%s: %s\n", v.Name, w)
 	}
 }
 

@@ -183,6 +183,8 @@ type PolicyKey struct {
 	protocol           registry.Protocol
 	port, securePort   uint32
 	plaintext          bool
+	callersSet         bool
+	callers            string
 	loadBalancing      registry.LoadBalancing
 	hashOn             bool
 	hashHeader         string
@@ -220,6 +222,9 @@ func keyOf(p registry.Policy) PolicyKey {
 		k.retryOnDefault = true
 	} else {
 		k.retryOn = strings.Join(p.Retries.On, "\x00")
+	}
+	if c := p.AllowedCallers; c != nil {
+		k.callersSet, k.callers = true, strings.Join(*c, "\x00")
 	}
 	if h := p.HashOn; h != nil {
 		k.hashOn, k.hashHeader, k.hashSourceIP = true, h.Header, h.SourceIP

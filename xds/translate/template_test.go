@@ -105,7 +105,9 @@ func TestTemplatesYieldTheSameBytes(t *testing.T) {
 // they are the same policy.
 func TestPolicyKeyTellsEveryFieldApart(t *testing.T) {
 	ttl := registry.Duration(1)
+	callers := []string{"orders"}
 	base := registry.Policy{
+		AllowedCallers:   &callers,
 		HashOn:           &registry.HashOn{Cookie: &registry.HashCookie{Name: "c", TTL: &ttl}},
 		OutlierDetection: &registry.OutlierDetection{},
 	}.Normalize()
@@ -118,6 +120,9 @@ func TestPolicyKeyTellsEveryFieldApart(t *testing.T) {
 		{"port", func(p *registry.Policy) { p.Port = 1 }},
 		{"secure_port", func(p *registry.Policy) { p.SecurePort = 1 }},
 		{"plaintext", func(p *registry.Policy) { p.Plaintext = &yes }},
+		{"allowed_callers", func(p *registry.Policy) { p.AllowedCallers = nil }},
+		{"allowed_callers value", func(p *registry.Policy) { p.AllowedCallers = &[]string{"billing"} }},
+		{"allowed_callers empty", func(p *registry.Policy) { p.AllowedCallers = &[]string{} }},
 		{"load_balancing", func(p *registry.Policy) { p.LoadBalancing = registry.Maglev }},
 		{"hash_on", func(p *registry.Policy) { p.HashOn = nil }},
 		{"hash_on.header", func(p *registry.Policy) { p.HashOn = &registry.HashOn{Header: "h"} }},
@@ -150,8 +155,8 @@ func TestPolicyKeyTellsEveryFieldApart(t *testing.T) {
 			t.Errorf("changing %s leaves the key as it was", tt.field)
 		}
 	}
-	if n := countLeaves(registry.Policy{}); n != 26 {
-		t.Errorf("registry.Policy has %d fields to compare (was 26): give the new ones a place in PolicyKey and a case here", n)
+	if n := countLeaves(registry.Policy{}); n != 27 {
+		t.Errorf("registry.Policy has %d fields to compare (was 27): give the new ones a place in PolicyKey and a case here", n)
 	}
 }
 
