@@ -164,6 +164,7 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, "")
 		return
 	}
+	h.audit(r, "VIP policy applied", name, "created", created, "policy", stored.Policy)
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
@@ -214,5 +215,6 @@ func (h *handler) deleteVIP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, vipNotFound(name))
 		return
 	}
+	h.audit(r, "VIP deleted", name)
 	w.WriteHeader(http.StatusNoContent)
 }

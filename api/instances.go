@@ -68,6 +68,8 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, wireField(err), "")
 		return
 	}
+	h.audit(r, "instance registered", vip, "instance", id, "address", stored.Address, "port", stored.Port,
+		"secure_port", stored.SecurePort, "status", stored.Status, "ttl", stored.TTL.D())
 	WriteJSON(w, http.StatusOK, wireInstance(stored))
 }
 
@@ -90,6 +92,9 @@ func (h *handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, instanceNotFound(vip, id))
 		return
 	}
+	// A renewal changes no state a proxy sees, and comes every few
+	// seconds per instance: logged at debug.
+	h.logger.Debug("lease renewed", "audit", true, "principal", PrincipalFrom(r.Context()).String(), "vip", vip, "instance", id)
 	// Store.Heartbeat does not return the renewal time; this is the time
 	// the renewal was acknowledged, within the request's own latency of it.
 	WriteJSON(w, http.StatusOK, renewal{RenewedAt: time.Now().UTC()})
@@ -115,6 +120,7 @@ func (h *handler) setStatus(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, instanceNotFound(vip, id))
 		return
 	}
+	h.audit(r, "instance status set", vip, "instance", id, "status", inst.Status)
 	WriteJSON(w, http.StatusOK, wireInstance(inst))
 }
 
@@ -128,5 +134,6 @@ func (h *handler) deregister(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, instanceNotFound(vip, id))
 		return
 	}
+	h.audit(r, "instance deregistered", vip, "instance", id)
 	w.WriteHeader(http.StatusNoContent)
 }

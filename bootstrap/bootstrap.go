@@ -25,6 +25,14 @@ type GRPCOptions struct {
 	// NodeID identifies the client to the control plane; it defaults to
 	// "<service>-grpc".
 	NodeID string
+	// CAFile is the path, where the client runs, of the PEM trust bundle
+	// that validates meshd's serving certificate. Set: the client speaks
+	// TLS to meshd. Empty: plaintext.
+	CAFile string
+	// TokenFile is the path, where the client runs, of a file holding the
+	// service's token; the client reads it (and rereads it when it
+	// changes) and sends it with every xDS request. It needs CAFile.
+	TokenFile string
 }
 
 // grpcBootstrap is the part of gRPC's xDS bootstrap format (gRFC A27) the mesh uses.
@@ -34,13 +42,17 @@ type grpcBootstrap struct {
 }
 
 type xdsServer struct {
-	ServerURI      string         `json:"server_uri"`
-	ChannelCreds   []channelCreds `json:"channel_creds"`
-	ServerFeatures []string       `json:"server_features"`
+	ServerURI      string        `json:"server_uri"`
+	ChannelCreds   []credentials `json:"channel_creds"`
+	CallCreds      []credentials `json:"call_creds,omitempty"`
+	ServerFeatures []string      `json:"server_features"`
 }
 
-type channelCreds struct {
-	Type string `json:"type"`
+// credentials is an entry of channel_creds (gRFC A27, A65) or call_creds
+// (gRFC A97).
+type credentials struct {
+	Type   string            `json:"type"`
+	Config map[string]string `json:"config,omitempty"`
 }
 
 // node is the client's identity. Locality is written even though it is
@@ -57,13 +69,21 @@ type node struct {
 type locality struct{}
 
 // GRPC returns the xDS bootstrap JSON of a proxyless gRPC client: meshd as
-// its only xDS server, over plaintext, speaking xDS v3, and the node's
-// identity. grpc-go's and grpc-js-xds's xDS resolvers both accept it as it
-// is. A client using it dials "xds:///<vip>.vip" or "xds:///<vip>".
+// its only xDS server, speaking xDS v3, and the node's identity. A client
+// using it dials "xds:///<vip>.vip" or "xds:///<vip>".
 //
-// The channel credentials are "insecure", the only type both clients
-// support for meshd today (grpc-js-xds knows no "tls"); a client cannot
-// present a token either, so meshd must allow unauthenticated streams.
+// Without CAFile the channel is plaintext ("insecure" channel credentials)
+// and carries no token, so meshd must allow unauthenticated streams;
+// grpc-go's and grpc-js-xds's xDS resolvers both accept it as it is.
+//
+// With CAFile the channel credentials are "tls" with that trust bundle
+// (gRFC A65; grpc-go >= 1.61, internal/xds/bootstrap/tlscreds), and with
+// TokenFile the call credentials are "jwt_token_file" (gRFC A97; grpc-go
+// >= 1.78, which reads them only with
+// GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true and only over TLS).
+// grpc-js-xds (1.14) knows neither: it refuses channel_creds without an
+// "insecure" or "google_default" entry, so Node clients need a meshd
+// listener that allows plaintext.
 func GRPC(o GRPCOptions) ([]byte, error) {
 	if o.XDS == "" {
 		return nil, fmt.Errorf("%w: the xDS address is empty; use host:port such as 127.0.0.1:18000", ErrInvalid)
@@ -71,17 +91,24 @@ func GRPC(o GRPCOptions) ([]byte, error) {
 	if err := names.ValidateVIP(o.Service); err != nil {
 		return nil, fmt.Errorf("%w: service: %w", ErrInvalid, err)
 	}
+	if o.TokenFile != "" && o.CAFile == "" {
+		return nil, fmt.Errorf("%w: a token needs TLS: gRPC sends call credentials only over a secure channel; give the CA file that validates meshd's certificate too", ErrInvalid)
+	}
 	if o.NodeID == "" {
 		o.NodeID = o.Service + "-grpc"
 	}
-	b := grpcBootstrap{
-		XDSServers: []xdsServer{{
-			ServerURI:      o.XDS,
-			ChannelCreds:   []channelCreds{{Type: "insecure"}},
-			ServerFeatures: []string{"xds_v3"},
-		}},
-		Node: node{ID: o.NodeID, Cluster: o.Service},
+	server := xdsServer{
+		ServerURI:      o.XDS,
+		ChannelCreds:   []credentials{{Type: "insecure"}},
+		ServerFeatures: []string{"xds_v3"},
 	}
+	if o.CAFile != "" {
+		server.ChannelCreds = []credentials{{Type: "tls", Config: map[string]string{"ca_certificate_file": o.CAFile}}}
+	}
+	if o.TokenFile != "" {
+		server.CallCreds = []credentials{{Type: "jwt_token_file", Config: map[string]string{"jwt_token_file": o.TokenFile}}}
+	}
+	b := grpcBootstrap{XDSServers: []xdsServer{server}, Node: node{ID: o.NodeID, Cluster: o.Service}}
 	out, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: encode: %w", err)

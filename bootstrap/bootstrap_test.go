@@ -80,6 +80,7 @@ func TestGRPCInvalid(t *testing.T) {
 		{XDS: "", Service: "orders"},
 		{XDS: "127.0.0.1:18000", Service: ""},
 		{XDS: "127.0.0.1:18000", Service: "Orders"},
+		{XDS: "127.0.0.1:18000", Service: "orders", TokenFile: "/etc/xspace/orders.token"}, // a token needs TLS
 	} {
 		if _, err := GRPC(o); !errors.Is(err, ErrInvalid) {
 			t.Errorf("GRPC(%+v) = %v, want ErrInvalid", o, err)

@@ -13,7 +13,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -64,6 +66,12 @@ type EnvoyOptions struct {
 	// one, meshd must allow unauthenticated streams, and .svip clusters
 	// get no certificate.
 	Token string
+	// CAFile is the path, where Envoy runs, of the PEM trust bundle that
+	// validates meshd's serving certificate. Set: Envoy speaks TLS to
+	// meshd and accepts only a certificate naming the control plane
+	// (names.SPIFFE(names.ControlPlane)). Empty: plaintext, for a meshd on
+	// loopback.
+	CAFile string
 }
 
 // Envoy returns the YAML bootstrap of an Envoy sidecar (Envoy >=
@@ -82,6 +90,7 @@ type EnvoyOptions struct {
 //     "not found" answers;
 //   - the application's own cluster (127.0.0.1:AppPort, which the inbound
 //     listener forwards to) as a static cluster;
+//   - with CAFile, TLS to meshd (see xdsTLS);
 //   - the admin interface on 127.0.0.1 only.
 //
 // Nothing in it names a VIP.
@@ -141,7 +150,7 @@ func Envoy(o EnvoyOptions) ([]byte, error) {
 			LdsConfig: ads,
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Clusters: []*clusterv3.Cluster{xdsCluster(host, port)},
+			Clusters: []*clusterv3.Cluster{xdsCluster(host, port, o.CAFile)},
 		},
 	}
 	if o.InboundPort != 0 {
@@ -197,6 +206,9 @@ func (o EnvoyOptions) check() (string, uint32, error) {
 			return "", 0, fmt.Errorf("%w: the admin port %d is not a port between 1 and 65535", ErrInvalid, o.AdminPort)
 		}
 	}
+	if strings.ContainsFunc(o.CAFile, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return "", 0, fmt.Errorf("%w: the CA file path %q contains control characters", ErrInvalid, o.CAFile)
+	}
 	if strings.ContainsAny(o.Token, " \t\r\n") {
 		return "", 0, fmt.Errorf("%w: the token contains white space; pass the output of meshctl token issue as is", ErrInvalid)
 	}
@@ -205,9 +217,9 @@ func (o EnvoyOptions) check() (string, uint32, error) {
 
 // xdsCluster reaches meshd over HTTP/2 (gRPC), resolving a host name by
 // DNS (IPv4 first, as meshd listens on 127.0.0.1 by default), with
-// keepalive pings every 30s that give up after 10s. "localhost" is
-// 127.0.0.1.
-func xdsCluster(host string, port uint32) *clusterv3.Cluster {
+// keepalive pings every 30s that give up after 10s, over TLS when caFile
+// is set. "localhost" is 127.0.0.1.
+func xdsCluster(host string, port uint32, caFile string) *clusterv3.Cluster {
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
@@ -242,5 +254,41 @@ func xdsCluster(host string, port uint32) *clusterv3.Cluster {
 	if discovery == clusterv3.Cluster_STRICT_DNS {
 		c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 	}
+	if caFile != "" {
+		c.TransportSocket = &corev3.TransportSocket{
+			Name:       "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyproto.Any(xdsTLS(host, caFile))},
+		}
+	}
 	return c
+}
+
+// xdsTLS is the TLS Envoy speaks to meshd: meshd's certificate must chain
+// to the bundle in caFile and carry the control plane's URI SAN, whatever
+// name or address meshd is reached by (its DNS and IP SANs are for clients
+// that match those). ALPN offers h2: grpc-go servers refuse TLS clients
+// that negotiate no ALPN (since grpc-go 1.67, credentials/tls.go,
+// GRPC_ENFORCE_ALPN_ENABLED), and Envoy offers none unless told
+// (alpn_protocols, envoy/extensions/transport_sockets/tls/v3/common.proto).
+// SNI is the host when it is a name. Envoy reads caFile when it loads the
+// bootstrap: after the bundle changes, restart Envoy (hot restart keeps
+// connections), which is why a CA rotation publishes a bundle holding the
+// old and the new CA first.
+func xdsTLS(host, caFile string) *tlsv3.UpstreamTlsContext {
+	ctx := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols: []string{"h2"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: caFile}},
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_URI,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: names.SPIFFE(names.ControlPlane)}},
+				}},
+			}},
+		},
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		ctx.Sni = host
+	}
+	return ctx
 }

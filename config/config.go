@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
@@ -35,6 +36,24 @@ type Config struct {
 	Registry  Registry  `json:"registry"`
 	Discovery Discovery `json:"discovery"`
 	Secrets   Secrets   `json:"secrets"`
+	TLS       TLS       `json:"tls"`
+	// InsecureOnPurpose lets meshd serve beyond loopback without TLS, or
+	// with xds.allow_unauthenticated or http.allow_unauthenticated, which
+	// it otherwise refuses: for a network that is private on purpose (a
+	// test lab), never for production.
+	InsecureOnPurpose bool `json:"insecure_on_purpose"`
+}
+
+// TLS configures TLS on both listeners (xDS and HTTP). meshd's serving
+// certificate comes from the certificate source (secrets): the embedded
+// CA, or Vault PKI's secrets.vault.server_role. It is renewed like the
+// services' identities, and served from the next handshake on.
+type TLS struct {
+	Enabled bool `json:"enabled"`
+	// Names are the DNS names and IP addresses meshd is reached by, put in
+	// its certificate; empty means localhost, 127.0.0.1, ::1, the
+	// machine's host name and the listeners' own addresses.
+	Names []string `json:"names"`
 }
 
 // Log configures structured logging.
@@ -98,6 +117,14 @@ type HTTP struct {
 	// so a web page cannot drive the API through DNS rebinding. "*" allows
 	// every Host.
 	AllowedHosts []string `json:"allowed_hosts"`
+	// AllowUnauthenticated lets requests without a token do everything on
+	// the REST API and debug endpoints: zero-setup development on
+	// loopback. When false, writes need a token (a service's own for its
+	// instances, an operator's for the rest) and so do reads, unless
+	// OpenReads. /healthz, /readyz and /metrics are always open.
+	AllowUnauthenticated bool `json:"allow_unauthenticated"`
+	// OpenReads lets requests without a token read (GET).
+	OpenReads bool `json:"open_reads"`
 }
 
 // Registry selects and configures the service registry.
@@ -199,7 +226,8 @@ func Defaults() Config {
 			ODCDSTimeout:            registry.Duration(translate.DefaultODCDSTimeout),
 			AllowUnauthenticated:    true,
 		},
-		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}},
+		HTTP: HTTP{Address: "127.0.0.1:18080", AllowedHosts: []string{}, AllowUnauthenticated: true},
+		TLS:  TLS{Names: []string{}},
 		Registry: Registry{
 			Type: "embedded",
 			Embedded: Embedded{
@@ -265,11 +293,65 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
 	}
-	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate(), c.Secrets.validate())
+	errs = append(errs, c.Log.validate(), c.XDS.validate(), c.HTTP.validate(), c.Registry.validate(), c.Discovery.validate(),
+		c.Secrets.validate(), c.TLS.validate(), c.exposure())
+	if c.TLS.Enabled && c.Secrets.Type == "vault" && c.Secrets.Vault.ServerRole == "" {
+		errs = append(errs, errors.New("secrets.vault.server_role: tls.enabled needs the Vault PKI role that issues meshd's serving certificate (DNS and IP SANs of tls.names, URI SAN "+names.SPIFFE(names.ControlPlane)+")"))
+	}
 	if c.XDS.Address == c.HTTP.Address && !strings.HasSuffix(c.XDS.Address, ":0") {
 		errs = append(errs, fmt.Errorf("http.address: %s is also xds.address; use two ports", c.HTTP.Address))
 	}
 	return errors.Join(errs...)
+}
+
+func (t TLS) validate() error {
+	var errs []error
+	for i, n := range t.Names {
+		if net.ParseIP(n) == nil && names.ValidateHostname(n) != nil {
+			errs = append(errs, fmt.Errorf("tls.names[%d]: %q is neither a DNS name nor an IP address; e.g. meshd.internal or 10.0.0.5", i, n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// exposure refuses what is insecure beyond loopback, unless
+// insecure_on_purpose says it is meant: a listener without TLS, streams
+// without a token, a REST API open to requests without one.
+func (c Config) exposure() error {
+	if c.InsecureOnPurpose {
+		return nil
+	}
+	var errs []error
+	fix := "or set insecure_on_purpose: true to accept that on purpose"
+	for _, l := range []struct{ field, addr string }{{"xds.address", c.XDS.Address}, {"http.address", c.HTTP.Address}} {
+		if Loopback(l.addr) {
+			continue
+		}
+		if !c.TLS.Enabled {
+			errs = append(errs, fmt.Errorf("%s: %s is reachable beyond this machine, and would serve tokens, private keys and the registry in clear; set tls.enabled: true (and tls.names), %s", l.field, l.addr, fix))
+		}
+	}
+	if !Loopback(c.XDS.Address) && c.XDS.AllowUnauthenticated {
+		errs = append(errs, fmt.Errorf("xds.allow_unauthenticated: streams without a token would be served beyond this machine (xds.address %s); set it to false and give sidecars tokens (meshctl token issue), %s", c.XDS.Address, fix))
+	}
+	if !Loopback(c.HTTP.Address) && c.HTTP.AllowUnauthenticated {
+		errs = append(errs, fmt.Errorf("http.allow_unauthenticated: anyone reaching http.address %s could register instances of any VIP; set it to false and use tokens (meshctl token issue --role operator), %s", c.HTTP.Address, fix))
+	}
+	return errors.Join(errs...)
+}
+
+// Loopback reports whether a listen address host:port binds loopback only.
+// An empty host, 0.0.0.0 or :: bind every interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (l Log) validate() error {

@@ -98,6 +98,25 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"consul wait", func(c *Config) { c.Registry.Consul.WaitTime = registry.Duration(11 * time.Minute) }, "registry.consul.wait_time"},
 		{"consul query timeout", func(c *Config) { c.Registry.Consul.QueryTimeout = 0 }, "registry.consul.query_timeout"},
 		{"consul deregister", func(c *Config) { c.Registry.Consul.DeregisterCriticalAfter = registry.Duration(time.Second) }, "registry.consul.deregister_critical_after"},
+		{"tls name", func(c *Config) { c.TLS.Names = []string{"meshd..internal"} }, "tls.names[0]"},
+		{"xds beyond loopback in clear", func(c *Config) { c.XDS.Address, c.XDS.AllowUnauthenticated = "10.0.0.5:18000", false }, "xds.address"},
+		{"http on every interface in clear", func(c *Config) { c.HTTP.Address, c.HTTP.AllowUnauthenticated = ":18080", false }, "http.address"},
+		{"xds open beyond loopback", func(c *Config) { c.XDS.Address, c.TLS.Enabled = "0.0.0.0:18000", true }, "xds.allow_unauthenticated"},
+		{"http open beyond loopback", func(c *Config) { c.HTTP.Address, c.TLS.Enabled = "[::]:18080", true }, "http.allow_unauthenticated"},
+		{"vault tls without server role", func(c *Config) {
+			c.TLS.Enabled, c.Secrets.Type, c.Secrets.Vault.Role, c.Secrets.Vault.Token = true, "vault", "mesh", "t"
+		}, "secrets.vault.server_role"},
+	}
+	secure := Defaults()
+	secure.XDS.Address, secure.HTTP.Address, secure.TLS.Enabled = "0.0.0.0:18000", "0.0.0.0:18080", true
+	secure.XDS.AllowUnauthenticated, secure.HTTP.AllowUnauthenticated = false, false
+	if err := secure.Validate(); err != nil {
+		t.Fatalf("TLS and tokens on every interface rejected: %v", err)
+	}
+	onPurpose := Defaults()
+	onPurpose.XDS.Address, onPurpose.InsecureOnPurpose = "0.0.0.0:18000", true
+	if err := onPurpose.Validate(); err != nil {
+		t.Fatalf("insecure_on_purpose rejected: %v", err)
 	}
 	both0 := Defaults()
 	both0.XDS.Address, both0.HTTP.Address = "127.0.0.1:0", "127.0.0.1:0"

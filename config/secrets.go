@@ -47,6 +47,10 @@ type Vault struct {
 	Mount string `json:"mount"`
 	// Role is the PKI role certificates are issued under.
 	Role string `json:"role"`
+	// ServerRole is the PKI role meshd's own serving certificate is issued
+	// under when tls.enabled: it must allow tls.names (DNS and IP SANs) and
+	// the URI SAN spiffe://xspace/svc/xspace-meshd.
+	ServerRole string `json:"server_role,omitempty"`
 	// TTL requested per certificate; 0 leaves it to the role.
 	TTL registry.Duration `json:"ttl"`
 	// Auth is token or approle.
@@ -154,6 +158,9 @@ func (v Vault) validate() error {
 	}
 	if v.Role == "" || strings.ContainsAny(v.Role, "/?# ") {
 		errs = append(errs, fmt.Errorf("secrets.vault.role: %q must name the PKI role to issue from, e.g. mesh", v.Role))
+	}
+	if strings.ContainsAny(v.ServerRole, "/?# ") {
+		errs = append(errs, fmt.Errorf("secrets.vault.server_role: %q must name a PKI role, e.g. meshd-server", v.ServerRole))
 	}
 	if v.TTL != 0 && v.TTL < registry.Duration(time.Second) {
 		errs = append(errs, fmt.Errorf("secrets.vault.ttl: %s is too short; use at least 1s, or 0 for the role's", v.TTL.D()))

@@ -74,7 +74,10 @@ func NewSecrets(certs Certificates, pub Publisher, logger *slog.Logger) *Secrets
 func (s *Secrets) Acquire(ctx context.Context, service, name string) (found, held bool) {
 	switch name {
 	case names.IdentitySecret:
-		if names.ValidateVIP(service) != nil {
+		// The control plane's own certificate (names.Reserved) is never
+		// an identity a stream may hold: no token names it, and this
+		// keeps it so should one ever.
+		if names.ValidateVIP(service) != nil || names.Reserved(service) {
 			return false, false
 		}
 		if _, err := s.certs.Acquire(ctx, service); err != nil {
@@ -95,7 +98,7 @@ func (s *Secrets) Acquire(ctx context.Context, service, name string) (found, hel
 // Release undoes one Acquire that held; the identity of a service no stream
 // holds is dropped from the cache (and, in the manager, from renewal).
 func (s *Secrets) Release(service, name string) {
-	if name != names.IdentitySecret || names.ValidateVIP(service) != nil {
+	if name != names.IdentitySecret || names.ValidateVIP(service) != nil || names.Reserved(service) {
 		return
 	}
 	s.mu.Lock()
@@ -107,8 +110,11 @@ func (s *Secrets) Release(service, name string) {
 // changed republishes a rotated, newly issued or expired identity, or the
 // trust bundle ("").
 func (s *Secrets) changed(service string) {
-	if service == "" {
+	switch {
+	case service == "":
 		s.publishBundle(context.Background())
+		return
+	case names.Reserved(service): // meshd's serving certificate: never published
 		return
 	}
 	s.mu.Lock()

@@ -54,6 +54,21 @@ func ValidateVIP(s string) error {
 	return nil
 }
 
+// ValidateHostname reports whether s is a DNS host name: dot-separated
+// labels of letters, digits and '-' (not at a label's ends), at most 253
+// characters.
+func ValidateHostname(s string) error {
+	if s == "" || len(s) > 253 {
+		return fmt.Errorf("%q is not a host name: 1 to 253 characters", s)
+	}
+	for label := range strings.SplitSeq(strings.ToLower(s), ".") {
+		if err := ValidateVIP(label); err != nil {
+			return fmt.Errorf("%q is not a host name: label %q: %w", s, label, err)
+		}
+	}
+	return nil
+}
+
 // Cluster returns the cluster name of a VIP: "<vip>.vip", or "<vip>.svip" when secure.
 func Cluster(vip string, secure bool) string {
 	if secure {
@@ -83,6 +98,17 @@ func ParseCluster(name string) (vip string, secure bool, ok bool) {
 // ownPrefix starts the names of the mesh's own resources (sidecar.go),
 // which are DNS labels as VIP names are.
 const ownPrefix = "xspace-"
+
+// ReservedPrefix starts the names the control plane keeps for itself.
+const ReservedPrefix = ownPrefix
+
+// ControlPlane is the service name of meshd's own serving certificate,
+// which the certificate source issues alongside the services' identities.
+// It is Reserved: no token names it, so no stream is served its key.
+const ControlPlane = ReservedPrefix + "meshd"
+
+// Reserved reports whether a service name belongs to the control plane.
+func Reserved(service string) bool { return strings.HasPrefix(service, ReservedPrefix) }
 
 // APIListeners returns the names of a VIP's API listeners, the listener
 // names proxyless gRPC clients ask for when they dial "xds:///<vip>.vip"

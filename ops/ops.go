@@ -57,6 +57,15 @@ type Deps struct {
 	// XDSAddress is where the xDS listener is bound, shown at /debug/info
 	// so that meshctl finds xDS from the HTTP address alone.
 	XDSAddress string
+	// Access says who may use the REST API and the debug endpoints; the
+	// zero value lets no request without a valid token through.
+	Access api.Access
+}
+
+// public reports whether anyone may GET path: liveness, readiness and
+// metrics, for load balancers and Prometheus.
+func public(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/metrics"
 }
 
 // Handler returns the whole HTTP surface of meshd.
@@ -79,10 +88,11 @@ func Handler(d Deps) http.Handler {
 		api.WriteError(w, http.StatusNotFound, api.CodeNotFound,
 			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/info, /debug/proxies, /debug/vips, /debug/secrets, /debug/config", "")
 	})
+	h := api.Guard(mux, d.Access, public, d.Logger)
 	if d.Hosts != nil {
-		return guardHosts(*d.Hosts, mux)
+		return guardHosts(*d.Hosts, h)
 	}
-	return mux
+	return h
 }
 
 // getOnly answers methods other than GET (and HEAD) in the API's JSON error shape.

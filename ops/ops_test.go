@@ -41,7 +41,8 @@ func newServerWithXDS(t *testing.T, ready bool) (*httptest.Server, *embedded.Sto
 	cp := cptest.Start(t, controlplane.Options{Source: store, Registerer: reg})
 	disc, xds, conn := cp.Discovery, cp.Server, cp.Conn
 	h := Handler(Deps{
-		API: api.NewHandler(store, nil), Gatherer: reg, Store: store, Proxies: xds, VIPs: disc,
+		Access: api.Access{Open: true},
+		API:    api.NewHandler(store, nil), Gatherer: reg, Store: store, Proxies: xds, VIPs: disc,
 		Config: map[string]string{"data_dir": "x"},
 		Checks: map[string]func() Check{
 			"registry": func() Check { return Check{OK: true, Detail: store.Health()} },

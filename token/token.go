@@ -1,7 +1,11 @@
-// Package token issues and verifies the bearer tokens xDS clients present
-// in their gRPC metadata (authorization: Bearer <token>). A token names one
-// service and expires; a stream that presents it is bound to that service,
-// and only that service's identity secret is served on it.
+// Package token issues and verifies the bearer tokens clients present to
+// meshd: xDS clients in their gRPC metadata, REST clients in their HTTP
+// headers (authorization: Bearer <token>). A token has a role and expires.
+// A service token names one service: a stream that presents it is bound to
+// that service, and only that service's identity secret is served on it;
+// on the REST API it may act on that service's own instances only. An
+// operator token names a person or tool: it may do anything on the REST
+// API, and its xDS streams are served clusters but never an identity.
 //
 // Tokens are JWTs signed with HMAC-SHA256 by a key from a keyring file that
 // every meshd replica reads, so replicas accept each other's tokens. The
@@ -71,30 +75,75 @@ func NewKeyring(keys []Key, now func() time.Time) (*Keyring, error) {
 	return &Keyring{keys: keys, now: now}, nil
 }
 
+// Role is what a token may do.
+type Role string
+
+// Roles. A token without a role claim (issued before roles existed) is a
+// service token.
+const (
+	RoleService  Role = "service"
+	RoleOperator Role = "operator"
+)
+
+// ParseRole returns the role named s.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleService, RoleOperator:
+		return r, nil
+	}
+	return "", fmt.Errorf("role %q is not a role; use service or operator", s)
+}
+
 // Claims are what a verified token says.
 type Claims struct {
+	Role Role
+	// Subject is the service of a service token, the name of the person or
+	// tool of an operator token.
+	Subject string
+	// Service is Subject for a service token, empty for any other.
 	Service string
 	Expires time.Time
 	KeyID   string
 }
 
-// Issue returns a token for service valid for ttl, signed by the first key.
+// claims is a token's JWT body.
+type claims struct {
+	jwt.RegisteredClaims
+	Role Role `json:"role,omitempty"`
+}
+
+// Issue returns a service token for service valid for ttl, signed by the
+// first key.
 func (k *Keyring) Issue(service string, ttl time.Duration) (string, error) {
-	if err := names.ValidateVIP(service); err != nil {
-		return "", fmt.Errorf("token: service: %w", err)
+	return k.IssueRole(RoleService, service, ttl)
+}
+
+// IssueRole returns a token of role for subject (a service name for a
+// service token; a name of the same form for an operator) valid for ttl.
+// A service token is refused for the control plane's own names
+// (names.Reserved): it would give its bearer meshd's serving key.
+func (k *Keyring) IssueRole(role Role, subject string, ttl time.Duration) (string, error) {
+	if _, err := ParseRole(string(role)); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	if err := names.ValidateVIP(subject); err != nil {
+		return "", fmt.Errorf("token: %s: %w", subjectField(role), err)
+	}
+	if role == RoleService && names.Reserved(subject) {
+		return "", fmt.Errorf("token: service %q is reserved for the control plane; services may not start with %q", subject, names.ReservedPrefix)
 	}
 	if ttl <= 0 || ttl > MaxTTL {
 		return "", fmt.Errorf("token: ttl %s is out of range; use a positive duration up to %s", ttl, MaxTTL)
 	}
 	now := k.now()
-	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, claims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    issuer,
 		Audience:  jwt.ClaimStrings{audience},
-		Subject:   service,
+		Subject:   subject,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	})
+	}, Role: role})
 	signer := k.keys[0]
 	t.Header["kid"] = signer.ID
 	s, err := t.SignedString(signer.Secret)
@@ -107,9 +156,9 @@ func (k *Keyring) Issue(service string, ttl time.Duration) (string, error) {
 // Verify checks a token's signature, expiry, issuer and audience and returns
 // its claims. Every failure wraps ErrInvalid.
 func (k *Keyring) Verify(s string) (Claims, error) {
-	var claims jwt.RegisteredClaims
+	var c claims
 	var used Key
-	_, err := jwt.ParseWithClaims(s, &claims, func(t *jwt.Token) (any, error) {
+	_, err := jwt.ParseWithClaims(s, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		for _, key := range k.keys {
 			if key.ID != kid {
@@ -132,8 +181,52 @@ func (k *Keyring) Verify(s string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if names.ValidateVIP(claims.Subject) != nil {
-		return Claims{}, fmt.Errorf("%w: subject %q is not a service name", ErrInvalid, claims.Subject)
+	return c.claims(used.ID)
+}
+
+// Inspect reads what a token says without checking its signature, for
+// tools that have no keyring at hand (meshctl bootstrap checks the token
+// it embeds). It refuses what Verify refuses on any keyring: a malformed
+// token, another issuer or audience, no expiry, a bad role or subject.
+// Whether the token is expired is left to the caller. Never authorize on
+// what it returns.
+func Inspect(s string) (Claims, error) {
+	var c claims
+	t, _, err := jwt.NewParser().ParseUnverified(s, &c)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	return Claims{Service: claims.Subject, Expires: claims.ExpiresAt.Time, KeyID: used.ID}, nil
+	if c.Issuer != issuer || len(c.Audience) != 1 || c.Audience[0] != audience || c.ExpiresAt == nil {
+		return Claims{}, fmt.Errorf("%w: not a token of meshd's (issuer %q, audience %v)", ErrInvalid, c.Issuer, c.Audience)
+	}
+	kid, _ := t.Header["kid"].(string)
+	return c.claims(kid)
+}
+
+// claims checks the role and subject of a parsed token and returns its
+// Claims.
+func (c claims) claims(keyID string) (Claims, error) {
+	role := c.Role
+	if role == "" {
+		role = RoleService
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if names.ValidateVIP(c.Subject) != nil || role == RoleService && names.Reserved(c.Subject) {
+		return Claims{}, fmt.Errorf("%w: subject %q is not a %s", ErrInvalid, c.Subject, subjectField(role))
+	}
+	out := Claims{Role: role, Subject: c.Subject, Expires: c.ExpiresAt.Time, KeyID: keyID}
+	if role == RoleService {
+		out.Service = c.Subject
+	}
+	return out, nil
+}
+
+// subjectField names what a role's subject is.
+func subjectField(r Role) string {
+	if r == RoleOperator {
+		return "operator name"
+	}
+	return "service name"
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/prisma-systems/xspace-mesh/names"
 )
 
 var (
@@ -69,6 +71,8 @@ func TestVerifyRefuses(t *testing.T) {
 		"unknown key":      {otherKid, kr},
 		"alg none":         {unsigned, kr},
 		"expired":          {good, keyring(t, t0.Add(2*time.Hour), Key{ID: "k1", Secret: secretA})},
+		"unknown role":     {signed(t, secretA, claims{RegisteredClaims: registered("payments"), Role: "admin"}), kr},
+		"reserved service": {signed(t, secretA, claims{RegisteredClaims: registered(names.ControlPlane)}), kr},
 		"garbage":          {"not.a.token", kr},
 		"empty":            {"", kr},
 	}
@@ -78,6 +82,50 @@ func TestVerifyRefuses(t *testing.T) {
 				t.Fatalf("Verify = %+v, %v; want ErrInvalid", c, err)
 			}
 		})
+	}
+}
+
+// registered are the standard claims of a token for subject, valid at t0.
+func registered(subject string) jwt.RegisteredClaims {
+	return jwt.RegisteredClaims{
+		Subject: subject, Issuer: issuer, Audience: jwt.ClaimStrings{audience},
+		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour)),
+	}
+}
+
+// signed signs c with secret under key id k1, as a keyring would.
+func signed(t *testing.T, secret []byte, c claims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	tok.Header["kid"] = "k1"
+	s, err := tok.SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestRoles: an operator token says so and names no service; a token
+// without a role claim is a service token; an operator may be named like
+// the control plane, a service may not.
+func TestRoles(t *testing.T) {
+	kr := keyring(t, t0, Key{ID: "k1", Secret: secretA})
+	op, err := kr.IssueRole(RoleOperator, "alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := kr.Verify(op); err != nil || c.Role != RoleOperator || c.Subject != "alice" || c.Service != "" {
+		t.Fatalf("operator token verified as %+v, %v", c, err)
+	}
+	legacy := signed(t, secretA, claims{RegisteredClaims: registered("payments")})
+	if c, err := kr.Verify(legacy); err != nil || c.Role != RoleService || c.Service != "payments" {
+		t.Fatalf("a token without a role verified as %+v, %v; want a service token of payments", c, err)
+	}
+	if _, err := kr.IssueRole("admin", "alice", time.Hour); err == nil || !strings.Contains(err.Error(), "use service or operator") {
+		t.Fatalf("IssueRole(admin) = %v", err)
+	}
+	if _, err := ParseRole("operator"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -104,7 +152,7 @@ func TestIssueValidates(t *testing.T) {
 	for _, tt := range []struct {
 		service string
 		ttl     time.Duration
-	}{{"Payments", time.Hour}, {"", time.Hour}, {"payments", 0}, {"payments", MaxTTL + time.Hour}} {
+	}{{"Payments", time.Hour}, {"", time.Hour}, {"payments", 0}, {"payments", MaxTTL + time.Hour}, {names.ControlPlane, time.Hour}} {
 		if _, err := kr.Issue(tt.service, tt.ttl); err == nil {
 			t.Errorf("Issue(%q, %s) succeeded", tt.service, tt.ttl)
 		}
@@ -144,5 +192,40 @@ func TestKeyringFile(t *testing.T) {
 	_ = os.WriteFile(bad, []byte("keys:\n  - id: a\n    secret: c2hvcnQ=\n    extra: 1\n"), 0o600)
 	if _, err := Load(bad, nil); err == nil || !strings.Contains(err.Error(), "extra") {
 		t.Fatalf("unknown field accepted: %v", err)
+	}
+}
+
+// TestInspect: a token reads the same unverified as verified, forged or
+// not; what is not a token of meshd's, or has a bad role or subject, is
+// refused even unverified.
+func TestInspect(t *testing.T) {
+	kr := keyring(t, t0, Key{ID: "k1", Secret: secretA})
+	good, _ := kr.IssueRole(RoleOperator, "alice", time.Hour)
+	verified, err := kr.Verify(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Inspect(good); err != nil || c != verified {
+		t.Fatalf("Inspect = %+v, %v; want %+v", c, err, verified)
+	}
+	forged, _ := keyring(t, t0, Key{ID: "k1", Secret: secretB}).Issue("payments", time.Hour)
+	if c, err := Inspect(forged); err != nil || c.Service != "payments" {
+		t.Fatalf("Inspect(forged) = %+v, %v; it reads without verifying", c, err)
+	}
+	noExpiry := registered("payments")
+	noExpiry.ExpiresAt = nil
+	otherAudience := registered("payments")
+	otherAudience.Audience = jwt.ClaimStrings{"someone-else"}
+	for name, tok := range map[string]string{
+		"garbage":          "not.a.token",
+		"empty":            "",
+		"no expiry":        signed(t, secretA, claims{RegisteredClaims: noExpiry}),
+		"other audience":   signed(t, secretA, claims{RegisteredClaims: otherAudience}),
+		"unknown role":     signed(t, secretA, claims{RegisteredClaims: registered("payments"), Role: "admin"}),
+		"reserved service": signed(t, secretA, claims{RegisteredClaims: registered(names.ControlPlane)}),
+	} {
+		if c, err := Inspect(tok); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Inspect = %+v, %v; want ErrInvalid", name, c, err)
+		}
 	}
 }

@@ -68,7 +68,7 @@ replica reading the same keyring accepts the token.`,
 	f := cmd.Flags()
 	f.StringVar(&service, "service", "", "service the token is for (required)")
 	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the token is valid")
-	f.StringVar(&keyring, "keyring", "data/tokens.yaml", "meshd's token keyring file")
+	f.StringVar(&keyring, "keyring", defaultKeyring, "meshd's token keyring file")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }

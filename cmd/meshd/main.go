@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/config"
@@ -178,6 +179,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	var background sync.WaitGroup
 	idCtx, stopID := context.WithCancel(context.Background())
 	background.Go(func() { id.run(idCtx) })
+	listenerTLS := servingTLS(ctx, cfg, id.certs, logger)
 
 	cp := controlplane.New(controlplane.Options{
 		Source: backend.source, Certificates: id.certs, Logger: logger, Registerer: reg,
@@ -218,25 +220,45 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Handler: ops.Handler(ops.Deps{
 			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
 			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg, Hosts: &hosts, XDSAddress: xdsLis.Addr().String(),
+			Access: api.Access{Tokens: id.keyring, Open: cfg.HTTP.AllowUnauthenticated, OpenReads: cfg.HTTP.OpenReads},
 			Checks: map[string]func() ops.Check{
 				"registry": backend.check,
 				"secrets":  id.check,
 				"xds":      func() ops.Check { return ops.Check{OK: serving.Load()} },
 			},
 		}),
+		TLSConfig:         listenerTLS(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	grpcServer := grpc.NewServer(server.GRPCOptions(cfg.XDS.MaxStreamsPerConnection)...)
+	grpcOpts := server.GRPCOptions(cfg.XDS.MaxStreamsPerConnection)
+	if c := listenerTLS(); c != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(c)))
+	}
+	grpcServer := grpc.NewServer(grpcOpts...)
 	cp.Register(grpcServer)
 
 	errs := make(chan error, 2)
 	go func() { errs <- grpcServer.Serve(xdsLis) }()
-	go func() { errs <- httpServer.Serve(httpLis) }()
+	go func() {
+		if httpServer.TLSConfig != nil {
+			errs <- httpServer.ServeTLS(httpLis, "", "")
+			return
+		}
+		errs <- httpServer.Serve(httpLis)
+	}()
 	serving.Store(true)
+	if cfg.InsecureOnPurpose && (!config.Loopback(cfg.XDS.Address) || !config.Loopback(cfg.HTTP.Address)) {
+		logger.Warn("serving beyond loopback with insecure_on_purpose: whatever TLS and tokens are off is open to the network",
+			"tls", cfg.TLS.Enabled, "xds_allow_unauthenticated", cfg.XDS.AllowUnauthenticated, "http_allow_unauthenticated", cfg.HTTP.AllowUnauthenticated)
+	}
+	scheme := "http://"
+	if cfg.TLS.Enabled {
+		scheme = "https://"
+	}
 	logger.Info("meshd is serving",
-		"xds", xdsLis.Addr().String(), "http", "http://"+httpLis.Addr().String(),
+		"xds", xdsLis.Addr().String(), "http", scheme+httpLis.Addr().String(), "tls", cfg.TLS.Enabled,
 		"registry", cfg.Registry.Type, "data_dir", cfg.DataDir)
 
 	select {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/config"
 )
 
 // readmes are the documents whose examples TestREADMEExamples applies.
@@ -94,7 +96,15 @@ func blockExamples(where, lang string, lines []string) []example {
 }
 
 // configKeys are the top-level keys of meshd's configuration file.
-var configKeys = []string{"data_dir", "log", "xds", "http", "registry", "discovery", "secrets"}
+var configKeys = func() []string {
+	var keys []string
+	for f := range reflect.TypeFor[config.Config]().Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}()
 
 // TestREADMEExamples applies every YAML and JSON example of the READMEs to
 // a real meshd: VIP policies and registrations through its REST API,

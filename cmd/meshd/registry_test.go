@@ -15,7 +15,14 @@ import (
 // on its own within 20 seconds, and returns its stderr and exit error.
 func runMeshdToExit(t *testing.T, bin, dataDir string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-dir", dataDir, "--xds-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0")
+	return runToExit(t, bin, "--data-dir", dataDir, "--xds-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0")
+}
+
+// runToExit runs meshd with args, expecting it to exit on its own within
+// 20 seconds, and returns its stderr and exit error.
+func runToExit(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -28,7 +35,7 @@ func runMeshdToExit(t *testing.T, bin, dataDir string) (string, error) {
 		return stderr.String(), err
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("meshd still running 20s after starting on a damaged registry.db (then killed: %v):\n%s", <-done, stderr.String())
+		t.Fatalf("meshd %v still running 20s after starting (then killed: %v):\n%s", args, <-done, stderr.String())
 		return "", nil
 	}
 }

@@ -40,6 +40,9 @@ func openIdentity(cfg config.Config, logger *slog.Logger, reg prometheus.Registe
 		logger.Warn("streams without a token are admitted (xds.allow_unauthenticated); they get clusters, never identities. Turn it off in production")
 	}
 	issuer, runIssuer, err := openIssuer(cfg, logger, reg)
+	if err == nil {
+		issuer, err = withServing(cfg, issuer)
+	}
 	if err != nil {
 		return identity{}, err
 	}
@@ -73,7 +76,7 @@ func openIssuer(cfg config.Config, logger *slog.Logger, reg prometheus.Registere
 	case "vault":
 		v := cfg.Secrets.Vault
 		opts := vault.Options{
-			Address: v.Address, Mount: v.Mount, Role: v.Role, TTL: v.TTL.D(), CACert: v.CACert,
+			Address: v.Address, Mount: v.Mount, Role: v.Role, ServerRole: v.ServerRole, TTL: v.TTL.D(), CACert: v.CACert,
 			Timeout: v.Timeout.D(), Logger: logger, Registerer: reg,
 		}
 		var err error

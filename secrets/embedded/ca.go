@@ -13,11 +13,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prisma-systems/xspace-mesh/names"
@@ -38,6 +43,11 @@ const (
 	// CertFile and KeyFile are the root's file names in the CA directory.
 	CertFile = "ca.crt"
 	KeyFile  = "ca.key"
+	// PreviousFile, in the CA directory, holds earlier roots (PEM) that
+	// stay trusted while certificates they issued are still in use: a CA
+	// rotation moves ca.crt there (README, "Rotating the embedded CA").
+	// Its roots sign nothing; they only join the trust bundle.
+	PreviousFile = "previous.crt"
 	// RootCommonName is the subject of a root created by Open.
 	RootCommonName = "xspace-mesh embedded root CA"
 )
@@ -64,7 +74,8 @@ type CA struct {
 }
 
 // Open loads the root from dir, or creates it there when dir holds no
-// ca.crt. A ca.key readable by anyone but its owner is refused.
+// ca.crt. A ca.key readable by anyone but its owner is refused. The trust
+// bundle is the root, then the unexpired roots of dir/previous.crt.
 func Open(dir string, opts Options) (*CA, error) {
 	ca := &CA{lifetime: opts.Lifetime, now: opts.Now, log: opts.Logger}
 	if ca.lifetime == 0 {
@@ -84,7 +95,11 @@ func Open(dir string, opts Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca.root, ca.key, ca.rootPEM = root, key, secrets.EncodePEMCertificates(root)
+	previous, err := loadPrevious(filepath.Join(dir, PreviousFile), ca.now(), ca.log)
+	if err != nil {
+		return nil, err
+	}
+	ca.root, ca.key, ca.rootPEM = root, key, secrets.EncodePEMCertificates(append([]*x509.Certificate{root}, previous...)...)
 	if created {
 		ca.log.Info("created the embedded root CA", "dir", dir, "not_after", root.NotAfter)
 	} else {
@@ -96,6 +111,19 @@ func Open(dir string, opts Options) (*CA, error) {
 // Issue returns a new leaf certificate for service, valid from a minute ago
 // for the configured lifetime (cut to the root's own NotAfter).
 func (ca *CA) Issue(ctx context.Context, service string) (secrets.Certificate, error) {
+	return ca.issue(ctx, service, nil)
+}
+
+// IssueServing returns meshd's serving certificate: Issue's for
+// names.ControlPlane, with hosts as its DNS or IP SANs.
+func (ca *CA) IssueServing(ctx context.Context, hosts []string) (secrets.Certificate, error) {
+	if len(hosts) == 0 {
+		return secrets.Certificate{}, errors.New("embedded CA: a serving certificate needs at least one host name or address")
+	}
+	return ca.issue(ctx, names.ControlPlane, hosts)
+}
+
+func (ca *CA) issue(ctx context.Context, service string, hosts []string) (secrets.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return secrets.Certificate{}, fmt.Errorf("embedded CA: issue %q: %w", service, err)
 	}
@@ -140,6 +168,13 @@ func (ca *CA) Issue(ctx context.Context, service string) (secrets.Certificate, e
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.root, &key.PublicKey, ca.key)
 	if err != nil {
 		return secrets.Certificate{}, fmt.Errorf("embedded CA: sign certificate of %q: %w", service, err)
@@ -157,7 +192,38 @@ func (ca *CA) Issue(ctx context.Context, service string) (secrets.Certificate, e
 	return cert, nil
 }
 
-// TrustBundle returns the root certificate in PEM.
+// loadPrevious returns the unexpired CA certificates of path, none when it
+// does not exist.
+func loadPrevious(path string, now time.Time, log *slog.Logger) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded CA: previous roots: %w", err)
+	}
+	certs, err := secrets.ParsePEMCertificates(b)
+	if err != nil {
+		return nil, fmt.Errorf("embedded CA: previous roots in %s: %w", path, err)
+	}
+	var out []*x509.Certificate
+	for _, c := range certs {
+		switch {
+		case !c.IsCA:
+			return nil, fmt.Errorf("embedded CA: %s holds %q, which is not a CA certificate; it may hold earlier roots only", path, c.Subject)
+		case !now.Before(c.NotAfter):
+			log.Warn("an earlier root has expired; it is no longer trusted, remove it", "file", path, "not_after", c.NotAfter)
+		default:
+			log.Info("trusting an earlier root during a CA rotation; remove it once no certificate it issued is in use",
+				"file", path, "subject", c.Subject.String(), "not_after", c.NotAfter)
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// TrustBundle returns the root certificate, then earlier roots still
+// trusted, in PEM.
 func (ca *CA) TrustBundle(ctx context.Context) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("embedded CA: trust bundle: %w", err)

@@ -97,6 +97,30 @@ func sanCritical(c *x509.Certificate) bool {
 	return false
 }
 
+// TestIssueServing: meshd's serving certificate names its hosts (DNS and IP
+// SANs) besides the control plane's identity, and chains to the root.
+func TestIssueServing(t *testing.T) {
+	ca := open(t, t.TempDir(), Options{})
+	c, err := ca.IssueServing(t.Context(), []string{"meshd.internal", "10.0.0.5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := leafOf(t, c)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Root())
+	for _, host := range []string{"meshd.internal", "10.0.0.5"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots}); err != nil {
+			t.Errorf("verify as %s: %v", host, err)
+		}
+	}
+	if c.Service != names.ControlPlane {
+		t.Errorf("service %q, want %q", c.Service, names.ControlPlane)
+	}
+	if _, err := ca.IssueServing(t.Context(), nil); err == nil {
+		t.Error("a serving certificate without hosts was issued")
+	}
+}
+
 func TestIssueRefusesInvalidService(t *testing.T) {
 	ca := open(t, t.TempDir(), Options{})
 	for _, svc := range []string{"", "Payments", "a/b", "x.svip"} {
@@ -229,4 +253,54 @@ func TestRootFileErrors(t *testing.T) {
 			t.Fatal("a root without its certificate file was reused")
 		}
 	})
+}
+
+// TestRotation: after ca.crt moves to previous.crt, the new root and the
+// old one are both in the trust bundle, so certificates of either verify
+// until the old root is removed; previous.crt holding a leaf is refused.
+func TestRotation(t *testing.T) {
+	dir := t.TempDir()
+	old := open(t, dir, Options{})
+	oldLeaf, err := old.Issue(t.Context(), "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, CertFile), filepath.Join(dir, PreviousFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, KeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	rotated := open(t, dir, Options{})
+	if rotated.Root().Equal(old.Root()) {
+		t.Fatal("no new root after ca.crt was moved aside")
+	}
+	newLeaf, err := rotated.Issue(t.Context(), "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := rotated.TrustBundle(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := secrets.ParsePEMCertificates(bundle)
+	if err != nil || len(roots) != 2 || !roots[0].Equal(rotated.Root()) || !roots[1].Equal(old.Root()) {
+		t.Fatalf("trust bundle = %d certificates, %v; want the new root, then the old", len(roots), err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for name, c := range map[string]secrets.Certificate{"old": oldLeaf, "new": newLeaf} {
+		if _, err := leafOf(t, c).Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("the %s root's leaf does not verify against the bundle: %v", name, err)
+		}
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, PreviousFile), oldLeaf.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "not a CA certificate") {
+		t.Fatalf("Open with a leaf in %s: %v; want a refusal", PreviousFile, err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -47,6 +48,10 @@ type Options struct {
 	Mount string
 	// Role is the PKI role certificates are issued under. Required.
 	Role string
+	// ServerRole is the PKI role meshd's own serving certificate is issued
+	// under (IssueServing): it must allow the host names and addresses
+	// meshd is reached by, and the URI SAN of names.ControlPlane.
+	ServerRole string
 	// TTL requested for each certificate; 0 leaves it to the role.
 	TTL time.Duration
 	// Token authenticates with a Vault token. Set Token or AppRole.
@@ -162,7 +167,44 @@ func (i *Issuer) Issue(ctx context.Context, service string) (secrets.Certificate
 		return secrets.Certificate{}, fmt.Errorf("vault: issue: %w", err)
 	}
 	path := i.opts.Mount + "/issue/" + i.opts.Role
-	data := map[string]any{"uri_sans": names.SPIFFE(service)}
+	cert, err := i.issue(ctx, path, service, map[string]any{"uri_sans": names.SPIFFE(service)})
+	if err != nil {
+		return secrets.Certificate{}, fmt.Errorf("vault: issue %s at %s: %w%s", names.SPIFFE(service), path, err, hint(err, path, i.opts.Role))
+	}
+	i.log.Debug("issued certificate", "certificate", cert)
+	return cert, nil
+}
+
+// IssueServing asks Vault for meshd's serving certificate at
+// <mount>/issue/<server role>: the URI SAN of names.ControlPlane, and hosts
+// as DNS names (alt_names) or IP addresses (ip_sans).
+func (i *Issuer) IssueServing(ctx context.Context, hosts []string) (secrets.Certificate, error) {
+	if i.opts.ServerRole == "" {
+		return secrets.Certificate{}, errors.New("vault: no server role for meshd's serving certificate; set secrets.vault.server_role")
+	}
+	var dns, ips []string
+	for _, h := range hosts {
+		if net.ParseIP(h) != nil {
+			ips = append(ips, h)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	path := i.opts.Mount + "/issue/" + i.opts.ServerRole
+	data := map[string]any{"uri_sans": names.SPIFFE(names.ControlPlane), "alt_names": strings.Join(dns, ","), "ip_sans": strings.Join(ips, ",")}
+	if len(dns) > 0 {
+		data["common_name"] = dns[0]
+	}
+	cert, err := i.issue(ctx, path, names.ControlPlane, data)
+	if err != nil {
+		return secrets.Certificate{}, fmt.Errorf("vault: issue meshd's serving certificate for %v at %s: %w%s", hosts, path, err, hint(err, path, i.opts.ServerRole))
+	}
+	return cert, nil
+}
+
+// issue writes data, with the configured TTL, to an issue path and counts
+// the request.
+func (i *Issuer) issue(ctx context.Context, path, service string, data map[string]any) (secrets.Certificate, error) {
 	if i.opts.TTL > 0 {
 		data["ttl"] = fmt.Sprintf("%ds", int64(i.opts.TTL.Round(time.Second)/time.Second))
 	}
@@ -177,11 +219,7 @@ func (i *Issuer) Issue(ctx context.Context, service string) (secrets.Certificate
 		cert, err = certificate(service, s.Data)
 	}
 	i.metrics.requests.WithLabelValues(opIssue, result(err)).Inc()
-	if err != nil {
-		return secrets.Certificate{}, fmt.Errorf("vault: issue %s at %s: %w%s", names.SPIFFE(service), path, err, hint(err, path, i.opts.Role))
-	}
-	i.log.Debug("issued certificate", "certificate", cert)
-	return cert, nil
+	return cert, err
 }
 
 // certificate builds a Certificate from an issue response: the leaf, then

@@ -280,3 +280,37 @@ func certificates(m *secrets.Manager) int {
 	}
 	return n
 }
+
+// TestIssueServing: meshd's serving certificate comes from the server role,
+// naming the hosts given (DNS and IP SANs) and the control plane's URI
+// SAN; without a server role the error says which setting is missing.
+func TestIssueServing(t *testing.T) {
+	t.Parallel()
+	e := startDev(t, vaulttest.PKIOptions{})
+	vaulttest.WriteServerRole(t, e.srv.Client(t), e.pki.Mount, "meshd-server", time.Hour)
+	c, err := e.issuer(vault.Options{ServerRole: "meshd-server"}).IssueServing(t.Context(), []string{"localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := secrets.ParsePEMCertificates(c.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := certs[0]
+	if err := leaf.VerifyHostname("localhost"); err != nil {
+		t.Error(err)
+	}
+	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Error(err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != names.SPIFFE(names.ControlPlane) {
+		t.Errorf("URI SANs %v, want %s", leaf.URIs, names.SPIFFE(names.ControlPlane))
+	}
+	noRole, err := vault.New(vault.Options{Address: e.srv.Addr, Role: e.pki.Role, Token: e.srv.Client(t).Token()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := noRole.IssueServing(t.Context(), []string{"localhost"}); err == nil || !strings.Contains(err.Error(), "secrets.vault.server_role") {
+		t.Fatalf("IssueServing without a server role = %v", err)
+	}
+}

@@ -190,7 +190,7 @@ func (s *Server) request(protocol string, id int64, req xdsRequest, names ...[]s
 	if err := s.bindNode(st, req.GetNode()); err != nil {
 		return nil, "", err
 	}
-	if st.claims.Service != "" && s.now().After(st.claims.Expires) {
+	if !st.claims.Expires.IsZero() && s.now().After(st.claims.Expires) {
 		return nil, "", status.Error(codes.Unauthenticated, "token expired; reconnect with a fresh one")
 	}
 	if !st.prepared && s.opts.Nodes != nil {

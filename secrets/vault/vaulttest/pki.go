@@ -86,6 +86,28 @@ func WriteRole(tb testing.TB, c *api.Client, mount, role string, ttl time.Durati
 	})
 }
 
+// WriteServerRole creates or replaces a PKI role issuing meshd's serving
+// certificate: localhost and IP SANs, the control plane's URI SAN.
+func WriteServerRole(tb testing.TB, c *api.Client, mount, role string, ttl time.Duration) {
+	tb.Helper()
+	secs := fmt.Sprintf("%ds", int(ttl/time.Second))
+	write(tb, c, mount+"/roles/"+role, map[string]any{
+		"allowed_domains":    "localhost",
+		"allow_bare_domains": true,
+		"allow_localhost":    true,
+		"allow_ip_sans":      true,
+		"allowed_uri_sans":   names.SPIFFE(names.ControlPlane),
+		"require_cn":         false,
+		"server_flag":        true,
+		"client_flag":        false,
+		"key_type":           "ec",
+		"key_bits":           256,
+		"ttl":                secs,
+		"max_ttl":            secs,
+		"no_store":           true,
+	})
+}
+
 // IssuePolicy is an HCL policy that allows issuing from mount's role and
 // reading its CA chain, and nothing else.
 func IssuePolicy(mount, role string) string {
