@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +12,7 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	// Registers the HttpProtocolOptions type the bootstraps carry in an Any.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -94,9 +98,22 @@ func TestMeshdConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Registry.Type != "consul" || cfg.Secrets.Type != "vault" || cfg.XDS.AllowUnauthenticated {
-		t.Errorf("meshd.yaml: registry %s, secrets %s, allow_unauthenticated %v; want consul, vault, false",
-			cfg.Registry.Type, cfg.Secrets.Type, cfg.XDS.AllowUnauthenticated)
+	// On 0.0.0.0, it validates only in the secure configuration.
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Registry.Type != "consul" || cfg.Secrets.Type != "vault" || cfg.Secrets.Vault.ServerRole == "" || !cfg.TLS.Enabled ||
+		cfg.XDS.AllowUnauthenticated || cfg.HTTP.AllowUnauthenticated || cfg.InsecureOnPurpose {
+		t.Errorf("meshd.yaml: registry %s, secrets %s (server role %q), TLS %v, allow_unauthenticated xds %v http %v, insecure_on_purpose %v; "+
+			"want consul, vault with a server role, TLS, tokens required on both",
+			cfg.Registry.Type, cfg.Secrets.Type, cfg.Secrets.Vault.ServerRole, cfg.TLS.Enabled, cfg.XDS.AllowUnauthenticated,
+			cfg.HTTP.AllowUnauthenticated, cfg.InsecureOnPurpose)
+	}
+	// The demo services and the tests on the host reach meshd by these.
+	for _, name := range []string{"meshd", "127.0.0.1"} {
+		if !slices.Contains(cfg.TLS.Names, name) {
+			t.Errorf("meshd.yaml: tls.names %v lacks %s", cfg.TLS.Names, name)
+		}
 	}
 	// The demo services reach meshd's API as http://meshd:18080.
 	if !slices.Contains(cfg.HTTP.AllowedHosts, "meshd") {
@@ -105,9 +122,9 @@ func TestMeshdConfig(t *testing.T) {
 }
 
 // TestSetupScript runs setup.sh with the real meshctl, as the compose
-// file's setup service does, and checks the sidecars' bootstraps it
-// writes: Envoy bootstraps of the right node, carrying a token for the
-// right service.
+// file's setup service does, and checks what it writes: the CA it fetched,
+// and Envoy bootstraps of the right node, carrying a token for the right
+// service and speaking TLS to meshd with that CA.
 func TestSetupScript(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
@@ -123,11 +140,23 @@ func TestSetupScript(t *testing.T) {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	const caPEM = "-----BEGIN CERTIFICATE-----\nVmF1bHQncyBDQQ==\n-----END CERTIFICATE-----\n"
+	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/pki/ca/pem" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, caPEM)
+	}))
+	defer vault.Close()
 	cmd := exec.Command("sh", "setup.sh")
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"KEYRING="+keyring, "OUT="+out, "TOKENS="+dir)
+		"KEYRING="+keyring, "OUT="+out, "CA_URL="+vault.URL+"/v1/pki/ca/pem")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("setup.sh: %v\n%s", err, b)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "ca.crt")); err != nil || string(b) != caPEM {
+		t.Errorf("ca.crt = %q, %v; want Vault's CA", b, err)
 	}
 	for node, want := range map[string]struct {
 		service string
@@ -154,6 +183,11 @@ func TestSetupScript(t *testing.T) {
 			t.Errorf("%s: node %v with a token for %q; want node %s of %s", node, boot.GetNode(), claims.Service, node, want.service)
 		case boot.GetNode().GetMetadata().GetFields()[names.NodeInboundPortKey].GetNumberValue() != want.inbound:
 			t.Errorf("%s: inbound port %v; want %v", node, boot.GetNode().GetMetadata().GetFields()[names.NodeInboundPortKey], want.inbound)
+		}
+		var up tlsv3.UpstreamTlsContext
+		if err := boot.GetStaticResources().GetClusters()[0].GetTransportSocket().GetTypedConfig().UnmarshalTo(&up); err != nil ||
+			up.GetCommonTlsContext().GetValidationContext().GetTrustedCa().GetFilename() != "/bootstrap/ca.crt" {
+			t.Errorf("%s: xDS cluster TLS %v, %v; want TLS trusting /bootstrap/ca.crt", node, &up, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -40,28 +41,42 @@ func startCompose(t *testing.T) *cluster {
 			t.Logf("docker compose down: %v\n%s", err, out)
 		}
 	})
+	// The CA setup.sh fetched from Vault, and the keyring meshd created,
+	// copied out of the containers: the tests act as an operator.
+	dir := t.TempDir()
+	copyOut := func(service, path string) string {
+		out, err := exec.Command("docker", "compose", "-f", "docker-compose.yaml", "exec", "-T", service, "cat", path).Output()
+		if err != nil {
+			t.Fatalf("docker compose exec %s cat %s: %v", service, path, err)
+		}
+		file := filepath.Join(dir, filepath.Base(path))
+		writeFile(t, file, string(out))
+		return file
+	}
 	c := &cluster{
-		meshd:  "http://127.0.0.1:18080",
+		meshd:  "https://127.0.0.1:18080",
+		caFile: copyOut("api-1", "/bootstrap/ca.crt"),
 		worker: "http://127.0.0.1:18090",
 		apis:   map[string]string{"api-1": "http://127.0.0.1:18081", "api-2": "http://127.0.0.1:18082"},
 	}
+	c.operator = operatorToken(t, copyOut("meshd", "/data/tokens.yaml"))
 	c.restartMeshd = func(t *testing.T) {
 		if out, err := compose(5*time.Minute, "restart", "meshd"); err != nil {
 			t.Fatalf("docker compose restart meshd: %v\n%s", err, out)
 		}
-		waitReady(t, c.meshd+"/readyz", 2*time.Minute)
+		waitReady(t, "meshd", 2*time.Minute, c.meshdReady)
 	}
-	for _, url := range []string{c.meshd + "/readyz", c.worker + "/healthz", c.apis["api-1"] + "/healthz", c.apis["api-2"] + "/healthz"} {
-		waitReady(t, url, 5*time.Minute)
+	waitReady(t, "meshd", 5*time.Minute, c.meshdReady)
+	for _, url := range []string{c.worker + "/healthz", c.apis["api-1"] + "/healthz", c.apis["api-2"] + "/healthz"} {
+		waitReady(t, url, 5*time.Minute, httpOK(url))
 	}
 	return c
 }
 
-// waitReady polls url until it answers 200.
-func waitReady(t *testing.T, url string, timeout time.Duration) {
+// waitReady polls check until it passes.
+func waitReady(t *testing.T, what string, timeout time.Duration, check func(context.Context) error) {
 	t.Helper()
-	check := httpOK(url)
-	await.Within(t, timeout, url+" to answer 200", func() error {
+	await.Within(t, timeout, what+" to be ready", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return check(ctx)

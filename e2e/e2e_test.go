@@ -23,14 +23,18 @@ import (
 	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 // cluster is a running mesh: meshd, two api instances and a worker, each
 // behind an Envoy sidecar, whichever way it was started.
 type cluster struct {
-	meshd  string            // meshd's REST base URL
-	worker string            // the demo worker's base URL
-	apis   map[string]string // api instance name -> its base URL (admin endpoints)
+	meshd  string // meshd's REST base URL (https)
+	caFile string // the CA that signs meshd's serving certificate
+	// operator is an operator token of meshd's keyring, for the REST API.
+	operator string
+	worker   string            // the demo worker's base URL
+	apis     map[string]string // api instance name -> its base URL (admin endpoints)
 	// instances are the api instances' names, sorted.
 	instances []string
 	// restartMeshd stops meshd and starts it again, returning once it is ready.
@@ -150,10 +154,50 @@ func (c *cluster) admin(t *testing.T, instance, path string) {
 	}
 }
 
+// meshdHTTP is an HTTP client of meshd's REST API: it trusts c.caFile,
+// read now (meshd may have just created it), and presents the operator
+// token.
+func (c *cluster) meshdHTTP() (*http.Client, error) {
+	return api.HTTPClient(api.ClientOptions{CAFile: c.caFile, Token: c.operator})
+}
+
+// client is a REST client of meshd as an operator.
+func (c *cluster) client(t *testing.T) *api.Client {
+	t.Helper()
+	hc, err := c.meshdHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.NewClient(c.meshd, hc)
+}
+
+// meshdReady is a readiness check: meshd's /readyz answers 200 over TLS.
+func (c *cluster) meshdReady(ctx context.Context) error {
+	hc, err := c.meshdHTTP()
+	if err != nil {
+		return err
+	}
+	return getOK(ctx, hc, c.meshd+"/readyz")
+}
+
+// operatorToken issues an operator token from the keyring file at path.
+func operatorToken(t *testing.T, path string) string {
+	t.Helper()
+	kr, err := token.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := kr.IssueRole(token.RoleOperator, "e2e", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // waitUp waits until meshd lists n UP instances of a VIP.
 func (c *cluster) waitUp(t *testing.T, vip string, n int) {
 	t.Helper()
-	client := api.NewClient(c.meshd, nil)
+	client := c.client(t)
 	await.Within(t, time.Minute, fmt.Sprintf("meshd to list %d UP instances of %s", n, vip), func() error {
 		insts, err := client.Instances(context.Background(), vip)
 		if err != nil {
@@ -239,7 +283,7 @@ func (c *cluster) testUnknownAgain(t *testing.T) {
 // registered, meshd pushes its cluster to the sidecar, which still holds
 // the subscription: the next request is served without a lookup.
 func (c *cluster) testAppears(t *testing.T) {
-	_, _, err := api.NewClient(c.meshd, nil).PutVIP(context.Background(), registry.VIP{Name: "nosuch"})
+	_, _, err := c.client(t).PutVIP(context.Background(), registry.VIP{Name: "nosuch"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +311,7 @@ func (c *cluster) expectUnknown(t *testing.T, vip string) {
 func (c *cluster) testRetry(t *testing.T) {
 	// The VIP's own retry policy (retry on 5xx) reaches every sidecar as a
 	// route of its own.
-	_, _, err := api.NewClient(c.meshd, nil).PutVIP(context.Background(), registry.VIP{Name: "api", Policy: registry.Policy{
+	_, _, err := c.client(t).PutVIP(context.Background(), registry.VIP{Name: "api", Policy: registry.Policy{
 		Retries: registry.Retries{Attempts: 3, On: []string{"5xx", "connect-failure", "refused-stream", "reset"}},
 	}})
 	if err != nil {
@@ -325,7 +369,7 @@ func (c *cluster) testRestart(t *testing.T) {
 	c.restartMeshd(t)
 	// Every sidecar (the worker's and each API instance's) reconnects to
 	// the new meshd, and 20 more calls are made after that.
-	client := api.NewClient(c.meshd, nil)
+	client := c.client(t)
 	await.Within(t, time.Minute, "every sidecar to reconnect to the restarted meshd", func() error {
 		proxies, err := client.Proxies(context.Background())
 		if err != nil {

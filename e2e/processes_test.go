@@ -19,8 +19,8 @@ import (
 )
 
 // startProcesses runs the mesh as processes on loopback: meshd (embedded
-// registry and CA, every stream authenticated), two api instances and a
-// worker, and one Envoy per instance from envoy, each with a bootstrap
+// registry and CA, TLS on both listeners, every stream and request
+// authenticated), two api instances and a worker, and one Envoy per instance from envoy, each with a bootstrap
 // written by meshctl. Ports are free ones picked at start.
 func startProcesses(t *testing.T, envoy string) *cluster {
 	t.Helper()
@@ -44,16 +44,23 @@ func startProcesses(t *testing.T, envoy string) *cluster {
 	bin := buildBinaries(t, dir)
 	port := freePorts(t, 14)
 	xds, httpAddr := "127.0.0.1:"+port(), "127.0.0.1:"+port()
-	meshdURL := "http://" + httpAddr
+	meshdURL := "https://" + httpAddr
 
 	data := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "meshd.yaml")
-	writeFile(t, cfg, fmt.Sprintf("data_dir: %s\nxds:\n  address: %s\n  allow_unauthenticated: false\nhttp:\n  address: %s\n", data, xds, httpAddr))
+	writeFile(t, cfg, fmt.Sprintf("data_dir: %s\ntls:\n  enabled: true\nxds:\n  address: %s\n  allow_unauthenticated: false\n"+
+		"http:\n  address: %s\n  allow_unauthenticated: false\n", data, xds, httpAddr))
+	c := &cluster{meshd: meshdURL, caFile: filepath.Join(data, "ca", "ca.crt"), apis: map[string]string{}}
 	meshd := testproc.New(t, "meshd", dir)
 	startMeshd := func(t *testing.T) {
-		meshd.Start(t, exec.Command(filepath.Join(bin, "meshd"), "--config", cfg), 30*time.Second, httpOK(meshdURL+"/readyz"))
+		meshd.Start(t, exec.Command(filepath.Join(bin, "meshd"), "--config", cfg), 30*time.Second, c.meshdReady)
 	}
 	startMeshd(t)
+	c.operator = operatorToken(t, filepath.Join(data, "tokens.yaml"))
+	c.restartMeshd = func(t *testing.T) {
+		meshd.Stop(t)
+		startMeshd(t)
+	}
 
 	meshctl := func(args ...string) {
 		t.Helper()
@@ -71,16 +78,13 @@ func startProcesses(t *testing.T, envoy string) *cluster {
 		writeFile(t, tokens[svc], string(out))
 	}
 
-	c := &cluster{meshd: meshdURL, apis: map[string]string{}, restartMeshd: func(t *testing.T) {
-		meshd.Stop(t)
-		startMeshd(t)
-	}}
 	sidecar := func(node, svc string, extra ...string) (outbound string) {
 		outbound, admin := port(), port()
 		boot := filepath.Join(dir, node+".yaml")
 		meshctl(append([]string{
 			"bootstrap", "--service", svc, "--instance", node, "--xds", xds,
-			"--outbound-port", outbound, "--admin-port", admin, "--token-file", tokens[svc], "--out", boot,
+			"--outbound-port", outbound, "--admin-port", admin, "--token-file", tokens[svc], "--xds-ca-file", c.caFile,
+			"--keyring", filepath.Join(data, "tokens.yaml"), "--out", boot,
 		}, extra...)...)
 		p := testproc.New(t, node+"-envoy", dir)
 		p.Start(t, exec.Command(envoy, "-c", boot, "--disable-hot-restart", "--log-level", "info"), time.Minute,
@@ -92,7 +96,8 @@ func startProcesses(t *testing.T, envoy string) *cluster {
 		c.apis[name] = "http://127.0.0.1:" + app
 		p := testproc.New(t, name, dir)
 		p.Start(t, exec.Command(filepath.Join(bin, "demo-api"), "--listen", "127.0.0.1:"+app, "--name", name,
-			"--meshd", meshdURL, "--address", "127.0.0.1", "--secure-port", inbound), 30*time.Second, httpOK(c.apis[name]+"/healthz"))
+			"--meshd", meshdURL, "--ca-file", c.caFile, "--token-file", tokens["api"],
+			"--address", "127.0.0.1", "--secure-port", inbound), 30*time.Second, httpOK(c.apis[name]+"/healthz"))
 		sidecar(name, "api", "--inbound-port", inbound, "--app-port", app)
 	}
 	outbound := sidecar("worker-1", "worker")
@@ -142,21 +147,24 @@ func freePorts(t *testing.T, n int) func() string {
 
 // httpOK is a readiness check: GET url answers 200.
 func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
+	return func(ctx context.Context) error { return getOK(ctx, http.DefaultClient, url) }
+}
+
+// getOK is nil when GET url with hc answers 200.
+func getOK(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
 	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -104,4 +105,18 @@ func LoadOrCreate(path string, now func() time.Time) (*Keyring, bool, error) {
 	}
 	kr, err = Load(path, now)
 	return kr, true, err
+}
+
+// ReadFile reads a token file written from meshctl token issue's output:
+// the token, white space around it trimmed. An empty file is an error.
+func ReadFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token: %w (write one with: meshctl token issue --service NAME > FILE)", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token: %s is empty; write one with: meshctl token issue --service NAME > %s", path, path)
+	}
+	return tok, nil
 }

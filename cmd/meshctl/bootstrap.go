@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,20 +165,13 @@ bootstrap goes to stdout, or to --out.`,
 	return cmd
 }
 
-// readToken reads a token file written by meshctl token issue; "" reads nothing.
+// readToken reads a token file written by meshctl token issue.
 func readToken(file string) (string, error) {
-	if file == "" {
-		return "", nil
+	tok, err := token.ReadFile(file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
+		return "", usageError{err.Error()}
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("read token: %w (write one with: meshctl token issue --service NAME > FILE)", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", usageError{fmt.Sprintf("token file %s is empty; write one with: meshctl token issue --service NAME > %s", file, file)}
-	}
-	return tok, nil
+	return tok, err
 }
 
 // checkToken refuses a token a sidecar of service could not use: not a

@@ -45,6 +45,9 @@ type config struct {
 	Zone       string
 	TTL        time.Duration
 	Heartbeat  time.Duration
+	// CAFile and TokenFile are how it reaches a meshd with TLS and tokens.
+	CAFile    string
+	TokenFile string
 }
 
 // parseFlags parses args into a validated config. Usage and parse errors are
@@ -68,6 +71,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.Zone, "zone", "", "`zone` to register (optional)")
 	fs.DurationVar(&c.TTL, "ttl", 30*time.Second, "registration lease: meshd drops the instance after this long without a heartbeat (whole seconds)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "`interval` between heartbeats; must be less than --ttl")
+	fs.StringVar(&c.CAFile, "ca-file", "", "PEM `file` of the CA that signs meshd's certificate, for an https --meshd; empty: the system's roots")
+	fs.StringVar(&c.TokenFile, "token-file", "", "`file` holding the service's token (meshctl token issue --service VIP), for a meshd that requires one")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -118,6 +123,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("--heartbeat: %s must be more than 0 and less than --ttl (%s)", c.Heartbeat, c.TTL)
 	}
 	if c.Meshd == "" {
+		if c.CAFile != "" || c.TokenFile != "" {
+			return errors.New("--ca-file and --token-file are for reaching meshd; give --meshd too")
+		}
 		return nil
 	}
 	u, err := url.Parse(c.Meshd)

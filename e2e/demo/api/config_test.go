@@ -46,6 +46,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"ttl fraction", []string{"--ttl", "1500ms"}, "--ttl"},
 		{"heartbeat", []string{"--ttl", "5s", "--heartbeat", "5s"}, "--heartbeat"},
 		{"argument", []string{"extra"}, "unexpected argument"},
+		{"token without meshd", []string{"--token-file", "api.token"}, "give --meshd"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

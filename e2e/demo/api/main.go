@@ -15,6 +15,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/e2e/demo/internal/demo"
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 func main() {
@@ -27,7 +28,11 @@ func main() {
 func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 	var m *member
 	if cfg.Meshd != "" {
-		m = newMember(api.NewClient(cfg.Meshd, nil), cfg, logger)
+		client, err := meshdClient(cfg)
+		if err != nil {
+			return err
+		}
+		m = newMember(client, cfg, logger)
 		m.start(ctx)
 	} else {
 		logger.Info("no --meshd; not registering")
@@ -41,4 +46,21 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 	}
 	return demo.Serve(ctx, cfg.Listen, newHandler(cfg.Name, cfg.VIP, m, logger), logger, leave)
+}
+
+// meshdClient is a REST client of meshd with the configured CA and token.
+func meshdClient(cfg config) (*api.Client, error) {
+	o := api.ClientOptions{CAFile: cfg.CAFile}
+	if cfg.TokenFile != "" {
+		tok, err := token.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Token = tok
+	}
+	hc, err := api.HTTPClient(o)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(cfg.Meshd, hc), nil
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/pem"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +20,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
+	"github.com/prisma-systems/xspace-mesh/token"
 )
 
 // meshd is the real REST API over an embedded store, with switches that
@@ -148,5 +153,51 @@ func TestLeaveDeregistersAndStopsHeartbeating(t *testing.T) {
 	}
 	if status, _, _ := send(t, http.MethodGet, srv.URL+"/hello", nil, ""); status != http.StatusOK {
 		t.Errorf("GET /hello after leaving = %d, want 200: the instance keeps serving", status)
+	}
+}
+
+// TestMeshdClientOverTLSWithToken: with --ca-file and --token-file the
+// demo registers with a meshd that serves TLS and requires tokens; with
+// another service's token it is refused.
+func TestMeshdClientOverTLSWithToken(t *testing.T) {
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	dir := t.TempDir()
+	kr, _, err := token.LoadOrCreate(filepath.Join(dir, "tokens.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	srv := httptest.NewTLSServer(api.Guard(api.NewHandler(store, logger), api.Access{Tokens: kr}, func(string) bool { return false }, logger))
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	register := func(service string) error {
+		tok, err := kr.Issue(service, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokFile := filepath.Join(dir, service+".token")
+		if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := meshdClient(config{Meshd: srv.URL, CAFile: caFile, TokenFile: tokFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Register(t.Context(), "api", "api-1", api.Registration{Address: "10.0.0.1", Port: 8080})
+		return err
+	}
+	if err := register("api"); err != nil {
+		t.Fatalf("registration with the api's token over TLS: %v", err)
+	}
+	var apiErr *api.Error
+	if err := register("billing"); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("registration with billing's token: %v; want 403", err)
 	}
 }
