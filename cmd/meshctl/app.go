@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,6 +38,7 @@ type app struct {
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
+	conn    conn
 }
 
 // run executes meshctl with args and returns its exit code. ctx ends
@@ -75,12 +76,19 @@ platform engineers list the proxies connected to the control plane and the
 VIPs it watches.
 
 The server is --server, else $MESHCTL_SERVER, else ` + defaultServer + `.
+Requests carry the bearer token in --token-file, else $MESHCTL_TOKEN (issue
+one with meshctl token issue; reads need one unless meshd allows them open,
+writes need an operator token or the service token of the VIP written to).
+An https server is trusted with --ca-file; without it, a server on this
+machine is trusted with the embedded CA of meshd's data directory
+(--data-dir/ca/ca.crt, when that file exists), any other with the system's
+roots.
 Errors from the server are printed as it wrote them, on stderr, with exit
 code 1; a wrong command line exits with code 2.`,
 		Example: `  meshctl vip apply -f payments.yaml
   meshctl instance register payments --address 10.0.0.12 --port 8080 --heartbeat
   meshctl instance list payments -o yaml
-  MESHCTL_SERVER=http://meshd.internal:18080 meshctl proxies`,
+  MESHCTL_SERVER=https://meshd.internal:18080 meshctl proxies --ca-file ca.crt --token-file ops.token`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: a.checkGlobals,
@@ -93,6 +101,13 @@ code 1; a wrong command line exits with code 2.`,
 	f.StringVar(&a.server, "server", server, "base URL of meshd's API; $"+serverEnv+" sets the default")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of each request to the server")
+	f.StringVar(&a.conn.tokenFile, "token-file", "", "file holding the bearer token sent to meshd; $"+tokenEnv+" holds the token itself")
+	f.StringVar(&a.conn.caFile, "ca-file", os.Getenv(caFileEnv), "PEM bundle trusted for an https server; $"+caFileEnv+" sets the default")
+	dataDir := os.Getenv(dataDirEnv)
+	if dataDir == "" {
+		dataDir = defaultDataDir
+	}
+	f.StringVar(&a.conn.dataDir, "data-dir", dataDir, "data directory of a local meshd, whose ca/ca.crt is trusted for https://127.0.0.1 without --ca-file; $"+dataDirEnv+" sets the default")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.resolveCommand(), a.tokenCommand(),
 		a.bootstrapCommand())
@@ -111,11 +126,10 @@ func (a *app) checkGlobals(*cobra.Command, []string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usageError{fmt.Sprintf("--server %q: use a URL such as %s", a.server, defaultServer)}
 	}
+	if err := a.connect(); err != nil {
+		return usageError{err.Error()}
+	}
 	return nil
-}
-
-func (a *app) client() *api.Client {
-	return api.NewClient(a.server, &http.Client{Timeout: a.timeout})
 }
 
 // usageError is a mistake on the command line; meshctl exits with code 2.
@@ -158,8 +172,12 @@ func (a *app) explain(err error) string {
 	var apiErr *api.Error
 	var urlErr *url.Error
 	switch {
+	case errors.As(err, &apiErr) && strings.Contains(apiErr.Message, "HTTP request to an HTTPS server"):
+		return apiErr.Error() + "\nmeshd serves TLS: use --server " + strings.Replace(a.server, "http://", "https://", 1)
 	case errors.As(err, &apiErr):
 		return apiErr.Error()
+	case errors.As(err, &urlErr) && a.tlsHint(err) != "":
+		return fmt.Sprintf("meshctl: %s: %v\n%s", a.server, urlErr.Err, a.tlsHint(err))
 	case errors.As(err, &urlErr) && urlErr.Timeout():
 		return fmt.Sprintf("meshctl: %s did not answer within --timeout %s", a.server, a.timeout)
 	case errors.As(err, &urlErr):

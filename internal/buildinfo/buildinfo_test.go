@@ -22,10 +22,14 @@ func TestResolve(t *testing.T) {
 		read     func() (*debug.BuildInfo, bool)
 		want     Info
 	}{
-		{"stamped by the Makefile wins", "v1.2.3", "abc", recorded("v0.0.1", debug.BuildSetting{Key: "vcs.revision", Value: "def"}),
-			Info{"v1.2.3", "abc", "go1.26.8"}},
-		{"go build in a checkout", "", "", recorded("(devel)", debug.BuildSetting{Key: "vcs.revision", Value: "def"}, debug.BuildSetting{Key: "vcs.modified", Value: "true"}),
-			Info{Unknown, "def-dirty", "go1.26.8"}},
+		{
+			"stamped by the Makefile wins", "v1.2.3", "abc", recorded("v0.0.1", debug.BuildSetting{Key: "vcs.revision", Value: "def"}),
+			Info{"v1.2.3", "abc", "go1.26.8"},
+		},
+		{
+			"go build in a checkout", "", "", recorded("(devel)", debug.BuildSetting{Key: "vcs.revision", Value: "def"}, debug.BuildSetting{Key: "vcs.modified", Value: "true"}),
+			Info{Unknown, "def-dirty", "go1.26.8"},
+		},
 		{"go install of a module version", "", "", recorded("v0.3.0"), Info{"v0.3.0", Unknown, "go1.26.8"}},
 		{"nothing recorded", "", "", none, Info{Unknown, Unknown, ""}},
 	}
