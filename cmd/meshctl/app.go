@@ -109,7 +109,7 @@ code 1; a wrong command line exits with code 2.`,
 	}
 	f.StringVar(&a.conn.dataDir, "data-dir", dataDir, "data directory of a local meshd, whose ca/ca.crt is trusted for https://127.0.0.1 without --ca-file; $"+dataDirEnv+" sets the default")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
-	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.resolveCommand(), a.tokenCommand(),
+	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.proxyStatusCommand(), a.resolveCommand(), a.tokenCommand(),
 		a.bootstrapCommand())
 	return root
 }
