@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/prisma-systems/xspace-mesh/api"
 )
@@ -108,7 +109,7 @@ code 1; a wrong command line exits with code 2.`,
 		dataDir = defaultDataDir
 	}
 	f.StringVar(&a.conn.dataDir, "data-dir", dataDir, "data directory of a local meshd, whose ca/ca.crt is trusted for https://127.0.0.1 without --ca-file; $"+dataDirEnv+" sets the default")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.proxyStatusCommand(), a.resolveCommand(), a.tokenCommand(),
 		a.bootstrapCommand())
 	return root
@@ -148,9 +149,57 @@ func (f *failure) Unwrap() error { return f.err }
 // prints its help; with an argument it is a usage error, not silent help.
 func groupRun(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usageError{fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only on the root
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return usageError{msg}
 	}
 	return cmd.Help()
+}
+
+// flagError is a wrong flag, with the nearest flag of the command when the
+// flag is unknown, as cobra suggests commands.
+func flagError(cmd *cobra.Command, err error) error {
+	msg := err.Error()
+	name, unknown := strings.CutPrefix(msg, "unknown flag: --")
+	if !unknown {
+		return usageError{msg}
+	}
+	best, bestDist := "", 3 // suggest only near misses
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if d := distance(name, f.Name); d < bestDist || d == bestDist && best == "" && strings.HasPrefix(f.Name, name) {
+			best, bestDist = f.Name, d
+		}
+	})
+	if best != "" {
+		msg += "\n\nDid you mean this?\n\t--" + best
+	}
+	return usageError{msg}
+}
+
+// distance is the Levenshtein distance of two flag names.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // runE adapts a command body: its usage errors stay usage errors, anything
@@ -169,13 +218,20 @@ func runE(body func(cmd *cobra.Command, args []string) error) func(*cobra.Comman
 // explain returns the text printed for a failure: the server's own words
 // when it answered, a hint when it could not be reached.
 func (a *app) explain(err error) string {
+	if j, ok := err.(interface{ Unwrap() []error }); ok { // every bad document of a file
+		parts := []string{}
+		for _, e := range j.Unwrap() {
+			parts = append(parts, a.explain(e))
+		}
+		return strings.Join(parts, "\n")
+	}
 	var apiErr *api.Error
 	var urlErr *url.Error
 	switch {
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Message, "HTTP request to an HTTPS server"):
 		return apiErr.Error() + "\nmeshd serves TLS: use --server " + strings.Replace(a.server, "http://", "https://", 1)
 	case errors.As(err, &apiErr):
-		return apiErr.Error()
+		return err.Error() // the server's words, after what meshctl was doing
 	case errors.As(err, &urlErr) && a.tlsHint(err) != "":
 		return fmt.Sprintf("meshctl: %s: %v\n%s", a.server, urlErr.Err, a.tlsHint(err))
 	case errors.As(err, &urlErr) && urlErr.Timeout():
