@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, errChecksFailed):
+		return exitFailure // the report says which
 	case errors.As(err, &fail):
 		fmt.Fprintln(stderr, a.explain(fail.err))
 		return exitFailure
@@ -110,7 +112,7 @@ code 1; a wrong command line exits with code 2.`,
 	}
 	f.StringVar(&a.conn.dataDir, "data-dir", dataDir, "data directory of a local meshd, whose ca/ca.crt is trusted for https://127.0.0.1 without --ca-file; $"+dataDirEnv+" sets the default")
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.proxyStatusCommand(), a.resolveCommand(), a.tokenCommand(),
+	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.proxyStatusCommand(), a.resolveCommand(), a.checkCommand(), a.tokenCommand(),
 		a.bootstrapCommand())
 	return root
 }
