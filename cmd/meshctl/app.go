@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prisma-systems/xspace-mesh/api"
+	"github.com/prisma-systems/xspace-mesh/internal/buildinfo"
 )
 
 // Exit codes.
@@ -112,6 +113,8 @@ code 1; a wrong command line exits with code 2.`,
 	}
 	f.StringVar(&a.conn.dataDir, "data-dir", dataDir, "data directory of a local meshd, whose ca/ca.crt is trusted for https://127.0.0.1 without --ca-file; $"+dataDirEnv+" sets the default")
 	root.SetFlagErrorFunc(flagError)
+	root.Version = buildinfo.Get().String("meshctl")
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(a.vipCommand(), a.instanceCommand(), a.proxiesCommand(), a.proxyStatusCommand(), a.resolveCommand(), a.checkCommand(), a.tokenCommand(),
 		a.bootstrapCommand())
 	return root

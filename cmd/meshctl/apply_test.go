@@ -107,3 +107,9 @@ func TestTypoSuggestions(t *testing.T) {
 		}
 	}
 }
+
+func TestVersionFlag(t *testing.T) {
+	if code, out, _ := runMeshctl(t, "--version"); code != exitOK || !strings.HasPrefix(out, "meshctl ") || !strings.Contains(out, "(revision ") {
+		t.Errorf("meshctl --version: exit %d, %q", code, out)
+	}
+}
