@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
@@ -108,6 +109,18 @@ func (c Config) Keyring() string {
 	return filepath.Join(c.DataDir, "tokens.yaml")
 }
 
+// Effective fills in the paths that default to places in data_dir
+// (xds.token_keyring, secrets.embedded.dir), so that --print-config and
+// /debug/config show the files in effect rather than an empty string.
+// meshd applies it once the file and the flags are read.
+func (c Config) Effective() Config {
+	c.XDS.TokenKeyring = c.Keyring()
+	if c.Secrets.Embedded.Dir == "" {
+		c.Secrets.Embedded.Dir = filepath.Join(c.DataDir, "ca")
+	}
+	return c
+}
+
 // HTTP configures the REST API, metrics, health and debug server.
 type HTTP struct {
 	Address string `json:"address"`
@@ -150,11 +163,11 @@ type Consul struct {
 	// Address of the Consul agent: host:port or http(s)://host:port.
 	Address string `json:"address"`
 	// Token is the ACL token; printed redacted. Prefer token_file.
-	Token Secret `json:"token,omitempty"`
+	Token Secret `json:"token"`
 	// TokenFile holds the ACL token, read at start.
-	TokenFile string `json:"token_file,omitempty"`
+	TokenFile string `json:"token_file"`
 	// Datacenter to read from and write KV to; empty means the agent's.
-	Datacenter string `json:"datacenter,omitempty"`
+	Datacenter string `json:"datacenter"`
 	// KVPrefix is where VIP policies live: <kv_prefix>/<vip>.
 	KVPrefix string `json:"kv_prefix"`
 	// StaleReads lets any Consul server answer reads, not only the leader.
@@ -279,6 +292,11 @@ func Decode(b []byte, cfg *Config) error {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
+		// The REST API's explanation: the field's path, the fields allowed
+		// there and the nearest, what a value should be; never Go's names.
+		if e := api.Explain(j, cfg); e != nil {
+			return fmt.Errorf("%s (see --print-config for every field)", e.Message)
+		}
 		return fmt.Errorf("%w (see --print-config for every field)", err)
 	}
 	return nil

@@ -44,9 +44,16 @@ func TestDecodeErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", "xds:\n  adress: 127.0.0.1:1\n", `unknown field "adress"`},
-		{"bad duration", "discovery:\n  grace: soon\n", "duration"},
-		{"wrong type", "xds:\n  admission_rate: fast\n", "admission_rate"},
+		{
+			"unknown field", "xds:\n  adress: 127.0.0.1:1\n",
+			`unknown field "xds.adress"; the fields allowed in xds are address, `,
+		},
+		{"nearest field", "xds:\n  adress: 127.0.0.1:1\n", "; did you mean address?"},
+		{"nearest by prefix", "discovery:\n  grace_period: 1m\n", `unknown field "discovery.grace_period"`},
+		{"nested unknown field", "secrets:\n  vault:\n    approle:\n      rol_id: x\n", `unknown field "secrets.vault.approle.rol_id"`},
+		{"bad duration", "discovery:\n  grace: soon\n", `discovery.grace: duration "soon": use a number with a unit`},
+		{"wrong type", "xds:\n  admission_rate: fast\n", "xds.admission_rate: expected a number, got string"},
+		{"wrong type in a list", "tls:\n  names: [1]\n", "tls.names[0]: expected a string, got number"},
 		{"duplicate key", "data_dir: a\ndata_dir: b\n", "already set"},
 	}
 	for _, tt := range tests {
@@ -55,6 +62,9 @@ func TestDecodeErrors(t *testing.T) {
 			err := Decode([]byte(tt.yaml), &cfg)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Decode error = %v, want it to mention %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "struct") {
+				t.Errorf("the error names Go's types: %v", err)
 			}
 		})
 	}

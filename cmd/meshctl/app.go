@@ -174,37 +174,12 @@ func flagError(cmd *cobra.Command, err error) error {
 	if !unknown {
 		return usageError{msg}
 	}
-	best, bestDist := "", 3 // suggest only near misses
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if d := distance(name, f.Name); d < bestDist || d == bestDist && best == "" && strings.HasPrefix(f.Name, name) {
-			best, bestDist = f.Name, d
-		}
-	})
-	if best != "" {
+	var flags []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) { flags = append(flags, f.Name) })
+	if best := api.Nearest(name, flags); best != "" {
 		msg += "\n\nDid you mean this?\n\t--" + best
 	}
 	return usageError{msg}
-}
-
-// distance is the Levenshtein distance of two flag names.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // runE adapts a command body: its usage errors stay usage errors, anything

@@ -143,6 +143,7 @@ func loadConfig(args []string) (config.Config, bool, error) {
 			cfg.Log.Format = *format
 		}
 	})
+	cfg = cfg.Effective()
 	return cfg, *printCfg, cfg.Validate()
 }
 
