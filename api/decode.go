@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/prisma-systems/xspace-mesh/registry"
 )
 
 // MaxBodyBytes is the largest request body the API reads.
@@ -102,7 +104,10 @@ func decodeJSON(b []byte, v any) error {
 // explainDecode turns a decoding error into an *Error that names the place
 // and, where it is about one field, the field.
 func explainDecode(b []byte, v any, err error) error {
-	var syntax *json.SyntaxError
+	var (
+		syntax  *json.SyntaxError
+		invalid *registry.ValidationError
+	)
 	switch {
 	case errors.As(err, &syntax):
 		line, col := position(b, syntax.Offset)
@@ -111,6 +116,9 @@ func explainDecode(b []byte, v any, err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, CodeMalformedBody, "",
 			"the JSON body ends before the object is complete; check for a missing '}', ']' or '\"'")
+	case errors.As(err, &invalid):
+		// A value the model refuses as it decodes (allowed_callers: null).
+		return errorf(http.StatusBadRequest, CodeInvalidArgument, invalid.Field, "%s", invalid.Error())
 	}
 	if e := locate(b, typeOf(v), ""); e != nil {
 		return e

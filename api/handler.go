@@ -165,6 +165,12 @@ func (h *handler) putVIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.audit(r, "VIP policy applied", name, "created", created, "policy", stored.Policy)
+	if warning := stored.Policy.CallerWarning(name); warning != "" {
+		// The owner is told in the answer, as Kubernetes tells API clients
+		// (a Warning header, code 299), and the operator in the log.
+		h.logger.Warn("VIP policy names allowed callers but serves plaintext", "vip", name, "warning", warning)
+		w.Header().Add("Warning", `299 - "`+warning+`"`)
+	}
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

@@ -84,6 +84,9 @@ func checkValue(data []byte, t reflect.Type, path string) *Error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
 		msg = fmt.Sprintf("expected %s, got %s", describeKind(t), typeErr.Value)
+		if t.Kind() == reflect.String && typeErr.Value == "bool" {
+			msg += " (YAML reads an unquoted on, off, yes, no, y or n as true or false: quote it)"
+		}
 	}
 	where := path
 	if where == "" {

@@ -54,12 +54,14 @@ type ControlPlane struct {
 }
 
 // NewCache returns the xDS cache the server serves from: every type the
-// server serves, identity secrets scoped to the stream's authenticated
+// server serves, identity secrets and a sidecar's inbound listener (which
+// names its service's inbound route) scoped to the stream's authenticated
 // service, and an Envoy sidecar's wildcard listener subscription meaning
 // its own listeners.
 func NewCache() *cache.Cache {
 	return cache.New(server.Types,
 		cache.WithScope(resource.SecretType, server.AuthenticatedService),
+		cache.WithScope(resource.ListenerType, server.AuthenticatedService),
 		cache.WithWildcard(resource.ListenerType, sidecar.Listeners))
 }
 

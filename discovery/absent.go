@@ -93,6 +93,6 @@ func (d *Discovery) forget(v *vip) bool {
 	}
 	v.stop()
 	v.forgotten = true
-	d.unpublish(v.name)
+	d.unpublish(v)
 	return true
 }

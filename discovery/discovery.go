@@ -1,8 +1,9 @@
 // Package discovery decides what the xDS cache holds. It resolves the VIPs
 // proxies ask for on demand, keeps watching each one while any stream holds
 // it (reference counted), republishes its resources (the .vip and .svip
-// clusters with their endpoints, and for gRPC VIPs the API listener and
-// route of proxyless gRPC) when the registry reports a change, and forgets
+// clusters with their endpoints, for gRPC VIPs the API listener and route
+// of proxyless gRPC, and the inbound routes of its own sidecars, which say
+// who may call it: inbound.go) when the registry reports a change, and forgets
 // it a grace period after the last stream lets go, so memory follows the
 // working set of the fleet. Secrets does the same for SDS identities.
 //
@@ -127,10 +128,15 @@ type vip struct {
 	// untracked says it was dropped at its first lookup: it does not
 	// exist and MaxNotFound were tracked already.
 	untracked bool
+	// inbound counts, by app port, the references held through the VIP's
+	// inbound routes (names.InboundRoute): the routes to publish.
+	inbound map[uint32]int
 
 	// guarded by resolveMu
 	last      registry.Service
 	found     bool
+	known     bool      // a lookup succeeded: last is the registry's answer
+	callers   *[]string // allowed_callers of the inbound routes published
 	err       error
 	failures  int    // consecutive failed lookups
 	lookups   uint64 // lookups that finished, numbering what absentAt records
@@ -204,16 +210,22 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bo
 		d.metrics.lookups.WithLabelValues(resultNotFound).Inc()
 		return false, false
 	}
+	_, appPort, inbound := names.ParseInboundRoute(cluster)
 	d.mu.Lock()
 	v := d.vips[name]
 	first := v == nil
 	if first {
-		v = &vip{name: name, ready: make(chan struct{})}
+		v = &vip{name: name, ready: make(chan struct{}), inbound: make(map[uint32]int)}
 		d.vips[name] = v
 		d.vips = shrink.Map(d.vips, &d.vipsPeak)
 		d.metrics.watched.Inc()
 	}
 	d.hold(v)
+	newPort := false
+	if inbound {
+		v.inbound[appPort]++
+		newPort = v.inbound[appPort] == 1
+	}
 	d.mu.Unlock()
 
 	if first {
@@ -233,8 +245,14 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bo
 				d.unhold(v)
 			}
 			d.mu.Unlock()
+			if inbound {
+				d.releaseInbound(v, appPort)
+			}
 			return false, false
 		}
+	}
+	if !first && newPort {
+		d.publishInbound(v, appPort)
 	}
 	d.mu.Lock()
 	untracked := v.untracked
@@ -256,13 +274,17 @@ func (d *Discovery) Release(cluster string) {
 		return
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	v := d.vips[name]
 	if v == nil || v.refs == 0 {
+		d.mu.Unlock()
 		d.log.Error("release of a cluster that was not acquired", "cluster", cluster)
 		return
 	}
 	d.unhold(v)
+	d.mu.Unlock()
+	if _, appPort, ok := names.ParseInboundRoute(cluster); ok {
+		d.releaseInbound(v, appPort)
+	}
 }
 
 // Found reports whether a VIP's name exists as of its latest lookup; false

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	"github.com/prisma-systems/xspace-mesh/internal/backoff"
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/translate"
@@ -56,8 +59,10 @@ func (d *Discovery) lookup(v *vip) {
 	if err != nil { // not found
 		svc = registry.Service{}
 	}
-	v.last, v.found = svc, err == nil
+	first := !v.known
+	v.last, v.found, v.known = svc, err == nil, true
 	d.publish(v.name, translate.VIP(v.name, svc, v.found))
+	d.publishCallers(v, first)
 }
 
 // retryAfter is the backoff after n consecutive failures: doubling from
@@ -73,16 +78,21 @@ func (d *Discovery) retryAfter(n int) time.Duration {
 func (d *Discovery) publish(name string, y translate.Yield) {
 	d.routes.set(name, y.OwnRoute)
 	for _, set := range y.Sets {
-		if set.Err != nil {
-			d.metrics.translateErrors.Inc()
-			d.log.Error("VIP not fully published; proxies keep the previous resources of what failed", "vip", name, "error", fmt.Errorf("translate: %w", set.Err))
-		}
-		if len(set.Resources) == 0 {
-			continue
-		}
-		if err := d.pub.Update(items(set.Resources)...); err != nil {
-			d.log.Error("publishing", "vip", name, "error", err)
-		}
+		d.publishSet(name, set)
+	}
+}
+
+// publishSet is one set of publish.
+func (d *Discovery) publishSet(name string, set translate.Set) {
+	if set.Err != nil {
+		d.metrics.translateErrors.Inc()
+		d.log.Error("VIP not fully published; proxies keep the previous resources of what failed", "vip", name, "error", fmt.Errorf("translate: %w", set.Err))
+	}
+	if len(set.Resources) == 0 {
+		return
+	}
+	if err := d.pub.Update(items(set.Resources)...); err != nil {
+		d.log.Error("publishing", "vip", name, "error", err)
 	}
 }
 
@@ -96,10 +106,14 @@ func items(rs []translate.Resource) []cache.Item {
 }
 
 // unpublish forgets a VIP's resources when no stream holds it any more.
-func (d *Discovery) unpublish(name string) {
-	d.routes.set(name, registry.VIP{})
-	for _, it := range items(translate.Owned(name)) {
+// Called with d.mu held.
+func (d *Discovery) unpublish(v *vip) {
+	d.routes.set(v.name, registry.VIP{})
+	for _, it := range items(translate.Owned(v.name)) {
 		d.pub.Delete(it)
+	}
+	for port := range v.inbound {
+		d.pub.Delete(cache.Item{TypeURL: resource.RouteType, Name: names.InboundRoute(v.name, port)})
 	}
 }
 

@@ -225,6 +225,7 @@ func TestE2E(t *testing.T) {
 	t.Run("first request resolves on demand", c.testFirstRequest)
 	t.Run("calls spread over both instances", c.testSpread)
 	t.Run("svip is mutually authenticated", c.testMutualTLS)
+	t.Run("a caller the policy does not allow gets 403", c.testAllowedCallers)
 	t.Run("unknown VIP answers 503 fast", c.testUnknownVIP)
 	t.Run("an unknown VIP asked again waits for the on-demand timeout", c.testUnknownAgain)
 	t.Run("an unknown VIP that appears is served without asking", c.testAppears)
@@ -259,6 +260,34 @@ func (c *cluster) testMutualTLS(t *testing.T) {
 	if h.Caller != "spiffe://xspace/svc/worker" {
 		t.Fatalf("the api saw caller %q; want the worker's SAN spiffe://xspace/svc/worker", h.Caller)
 	}
+}
+
+// testAllowedCallers: api's policy names the services that may call it
+// over mutual TLS; its sidecars answer any other caller 403 (Envoy's RBAC
+// filter: "RBAC: access denied"), before the request reaches api. The
+// plaintext api.vip carries no caller identity, and is not checked.
+func (c *cluster) testAllowedCallers(t *testing.T) {
+	client := c.client(t)
+	allow := func(callers ...string) {
+		t.Helper()
+		if _, _, err := client.PutVIP(context.Background(), registry.VIP{Name: "api", Policy: registry.Policy{AllowedCallers: &callers}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if _, _, err := client.PutVIP(context.Background(), registry.VIP{Name: "api"}); err != nil {
+			t.Error(err)
+		}
+	})
+	allow("billing")
+	c.settle(t, "worker denied on api.svip", "api.svip", 10, 20*time.Second, func(r result) bool {
+		return r.Status == http.StatusForbidden && strings.Contains(r.Body, "RBAC: access denied")
+	})
+	c.call(t, "api.vip", "/hello").hello(t)
+	allow("billing", "worker")
+	c.settle(t, "worker allowed on api.svip", "api.svip", 10, 20*time.Second, func(r result) bool {
+		return r.Status == http.StatusOK && strings.Contains(r.Body, `"caller":"spiffe://xspace/svc/worker"`)
+	})
 }
 
 // testUnknownVIP checks that an unknown VIP is answered by meshd's "not

@@ -124,12 +124,16 @@ func APIListeners(vip string) []string {
 
 // ParseResource returns the VIP a resource name belongs to, and whether
 // it is the VIP's secure cluster: a cluster name (ParseCluster), which also
-// names the VIP's endpoints, route configuration and API listener, or the
-// bare name of its other API listener (APIListeners). ok is false for any
-// other name.
+// names the VIP's endpoints, route configuration and API listener, the
+// bare name of its other API listener (APIListeners), or the name of its
+// sidecars' inbound route (InboundRoute), which, serving callers over
+// mutual TLS, counts as secure. ok is false for any other name.
 func ParseResource(name string) (vip string, secure bool, ok bool) {
 	if vip, secure, ok := ParseCluster(name); ok {
 		return vip, secure, true
+	}
+	if vip, _, ok := ParseInboundRoute(name); ok {
+		return vip, true, true
 	}
 	if ValidateVIP(name) != nil || strings.HasPrefix(name, ownPrefix) {
 		return "", false, false

@@ -154,3 +154,30 @@ func TestSidecarPortsCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundRoute: an inbound route name parses back to its service and
+// app port, reads as a resource of that VIP, and is never taken for an
+// inbound listener's name or anything else.
+func TestInboundRoute(t *testing.T) {
+	name := InboundRoute("ledger-2", 8080)
+	if name != "xspace-inbound-route-8080-ledger-2" {
+		t.Fatalf("InboundRoute = %q", name)
+	}
+	if svc, port, ok := ParseInboundRoute(name); svc != "ledger-2" || port != 8080 || !ok {
+		t.Errorf("ParseInboundRoute(%q) = %q, %d, %v", name, svc, port, ok)
+	}
+	if vip, secure, ok := ParseResource(name); vip != "ledger-2" || !secure || !ok {
+		t.Errorf("ParseResource(%q) = %q, %v, %v; want ledger-2, secure", name, vip, secure, ok)
+	}
+	for _, bad := range []string{
+		InboundListener(8443, 8080), "xspace-inbound-route-8080", "xspace-inbound-route-8080-", "xspace-inbound-route-0-a",
+		"xspace-inbound-route-08080-a", "xspace-inbound-route-70000-a", "xspace-inbound-route-x-a", "xspace-inbound-route-8080-A",
+	} {
+		if svc, port, ok := ParseInboundRoute(bad); ok {
+			t.Errorf("ParseInboundRoute(%q) = %q, %d; want not an inbound route", bad, svc, port)
+		}
+	}
+	if _, _, ok := ParseResource(InboundListener(8443, 8080)); ok {
+		t.Errorf("ParseResource(%q) took an inbound listener for a VIP's resource", InboundListener(8443, 8080))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Names of what a sidecar's outbound and inbound listeners are made of.
@@ -40,8 +41,42 @@ func InboundListener(port, appPort uint32) string {
 }
 
 // LocalAppCluster names the cluster that reaches a sidecar's own
-// application on 127.0.0.1:port.
+// application on 127.0.0.1:port. Bootstraps already written carry it, so
+// it keeps naming the port.
 func LocalAppCluster(port uint32) string { return "xspace-app-" + itoa(port) }
+
+// inboundRoutePrefix starts the names of inbound route configurations.
+// What follows it starts with a digit, unlike an inbound listener's name
+// ("xspace-inbound-8443-to-8080"), so the two never read alike.
+const inboundRoutePrefix = "xspace-inbound-route-"
+
+// InboundRoute names the route configuration of a service's inbound
+// listeners that forward to appPort: who may call the service
+// (allowed_callers), and its application's cluster (LocalAppCluster). It
+// says the app port because the application's cluster does, and the
+// service because the callers do: a change of one service's callers
+// reaches only its own sidecars.
+func InboundRoute(service string, appPort uint32) string {
+	return inboundRoutePrefix + itoa(appPort) + "-" + service
+}
+
+// ParseInboundRoute splits an InboundRoute name into its service and app
+// port; ok is false for any other name.
+func ParseInboundRoute(name string) (service string, appPort uint32, ok bool) {
+	rest, ok := strings.CutPrefix(name, inboundRoutePrefix)
+	if !ok {
+		return "", 0, false
+	}
+	port, service, ok := strings.Cut(rest, "-")
+	if !ok || ValidateVIP(service) != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 || itoa(uint32(n)) != port {
+		return "", 0, false
+	}
+	return service, uint32(n), true
+}
 
 func itoa(port uint32) string { return strconv.FormatUint(uint64(port), 10) }
 

@@ -60,6 +60,7 @@ func (p Policy) Normalize() Policy {
 		t := true
 		p.Plaintext = &t
 	}
+	p.AllowedCallers = normalCallers(p.AllowedCallers)
 	if p.LoadBalancing == "" {
 		p.LoadBalancing = DefaultLoadBalancing
 	}

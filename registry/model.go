@@ -89,8 +89,12 @@ type Policy struct {
 	SecurePort uint32 `json:"secure_port,omitempty"`
 	// Plaintext says whether the plaintext cluster <vip>.vip is served at all.
 	// nil means true.
-	Plaintext     *bool         `json:"plaintext,omitempty"`
-	LoadBalancing LoadBalancing `json:"load_balancing,omitempty"`
+	Plaintext *bool `json:"plaintext,omitempty"`
+	// AllowedCallers names the services whose sidecars may call the VIP
+	// over mutual TLS (its instances' sidecars enforce it; see callers.go):
+	// nil lets any mesh identity in, an empty list nobody.
+	AllowedCallers *[]string     `json:"allowed_callers,omitempty"`
+	LoadBalancing  LoadBalancing `json:"load_balancing,omitempty"`
 	// HashOn is what ring_hash and maglev hash; required with them, refused
 	// with any other policy.
 	HashOn           *HashOn           `json:"hash_on,omitempty"`
@@ -214,6 +218,10 @@ func (p Policy) Clone() Policy {
 			h.Cookie = &c
 		}
 		p.HashOn = &h
+	}
+	if p.AllowedCallers != nil {
+		c := slices.Clone(*p.AllowedCallers)
+		p.AllowedCallers = &c
 	}
 	p.Retries.On = slices.Clone(p.Retries.On)
 	p.Explicit = slices.Clone(p.Explicit)

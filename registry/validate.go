@@ -69,6 +69,9 @@ func (p Policy) Validate() error {
 	default:
 		return invalid("policy.load_balancing", "%q is not a policy; use round_robin, least_request, random, ring_hash or maglev", p.LoadBalancing)
 	}
+	if err := p.validCallers(); err != nil {
+		return err
+	}
 	if err := validPort("policy.port", p.Port, true); err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ type policyJSON struct {
 	Port             *uint32       `json:"port,omitempty"`
 	SecurePort       *uint32       `json:"secure_port,omitempty"`
 	Plaintext        *bool         `json:"plaintext,omitempty"`
+	AllowedCallers   callersJSON   `json:"allowed_callers,omitzero"`
 	LoadBalancing    LoadBalancing `json:"load_balancing,omitempty"`
 	HashOn           *HashOn       `json:"hash_on,omitempty"`
 	Timeouts         timeoutsJSON  `json:"timeouts"`
@@ -86,7 +87,7 @@ func (p Policy) MarshalJSON() ([]byte, error) { return json.Marshal(wirePolicy(p
 
 func (w policyJSON) policy() Policy {
 	var e []string
-	p := Policy{Protocol: w.Protocol, Plaintext: w.Plaintext, LoadBalancing: w.LoadBalancing, HashOn: w.HashOn}
+	p := Policy{Protocol: w.Protocol, Plaintext: w.Plaintext, AllowedCallers: w.AllowedCallers.list, LoadBalancing: w.LoadBalancing, HashOn: w.HashOn}
 	in(&p.Port, w.Port, "port", &e)
 	in(&p.SecurePort, w.SecurePort, "secure_port", &e)
 	in(&p.Timeouts.Connect, w.Timeouts.Connect, "timeouts.connect", &e)
@@ -115,7 +116,8 @@ func (w policyJSON) policy() Policy {
 func wirePolicy(p Policy) policyJSON {
 	e := p.Explicit
 	w := policyJSON{
-		Protocol: p.Protocol, Plaintext: p.Plaintext, LoadBalancing: p.LoadBalancing, HashOn: p.HashOn,
+		Protocol: p.Protocol, Plaintext: p.Plaintext, AllowedCallers: callersJSON{p.AllowedCallers},
+		LoadBalancing: p.LoadBalancing, HashOn: p.HashOn,
 		Port: out(p.Port, "port", e), SecurePort: out(p.SecurePort, "secure_port", e),
 		Timeouts: timeoutsJSON{
 			Connect: out(p.Timeouts.Connect, "timeouts.connect", e),

@@ -265,7 +265,7 @@ func TestServerErrorsPrintedVerbatim(t *testing.T) {
 		{
 			"unknown field in a file", "name: payments\npolicy:\n  retry: {attempts: 2}\n",
 			[]string{"vip", "apply", "-f", "-"},
-			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n",
+			`unknown_field: unknown field "policy.retry"; the fields allowed in policy are protocol, port, secure_port, plaintext, allowed_callers, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection (field policy.retry)` + "\n",
 		},
 	}
 	for _, tt := range tests {
@@ -354,4 +354,28 @@ func TestEveryCommandIsDocumented(t *testing.T) {
 		}
 	}
 	walk((&app{}).rootCommand())
+}
+
+// TestVIPAllowedCallersWarning: applying or reading a policy that names
+// allowed callers while serving plaintext warns on stderr, and stdout is
+// what it always is.
+func TestVIPAllowedCallersWarning(t *testing.T) {
+	e := newTestEnv(t)
+	file := filepath.Join(t.TempDir(), "ledger.yaml")
+	if err := os.WriteFile(file, []byte("name: ledger\npolicy:\n  allowed_callers: [web]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"vip", "apply", "-f", file}, {"vip", "get", "ledger"}} {
+		code, _, stderr := e.meshctl(t, "", args...)
+		if code != exitOK || !strings.Contains(stderr, "warning: vip/ledger: allowed_callers applies to ledger.svip only") ||
+			!strings.Contains(stderr, "set plaintext: false") {
+			t.Errorf("meshctl %s: exit %d, stderr %q; want a warning about ledger.vip", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if err := os.WriteFile(file, []byte("name: ledger\npolicy:\n  allowed_callers: [web]\n  plaintext: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := e.meshctl(t, "", "vip", "apply", "-f", file); code != exitOK || stderr != "" {
+		t.Errorf("plaintext: false: exit %d, stderr %q; want no warning", code, stderr)
+	}
 }

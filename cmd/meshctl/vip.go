@@ -144,6 +144,7 @@ func (a *app) applyVIPs(cmd *cobra.Command, docs []vipDocument) error {
 			return err
 		}
 		stored = append(stored, v)
+		a.printCallerWarning(v)
 		if a.output == "table" {
 			fmt.Fprintf(a.stdout, "vip/%s %s\n", v.Name, applyVerb(created || !found, found && before.Policy.Equal(v.Policy), false))
 			a.printProxylessNotes(v.Policy)
@@ -373,11 +374,21 @@ policy asks for (they are served the nearest thing they have).`,
 			if err := a.emit(v, vipTable([]registry.VIP{v})); err != nil {
 				return err
 			}
+			a.printCallerWarning(v)
 			if a.output == "table" {
 				a.printProxylessNotes(v.Policy)
 			}
 			return nil
 		}),
+	}
+}
+
+// printCallerWarning tells the owner of a VIP, on stderr, that its
+// plaintext cluster lets callers past its allowed_callers
+// (registry.Policy.CallerWarning).
+func (a *app) printCallerWarning(v registry.VIP) {
+	if w := v.Policy.CallerWarning(v.Name); w != "" {
+		fmt.Fprintf(a.stderr, "warning: vip/%s: %s\n", v.Name, w)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/xds/cache"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
 
@@ -28,8 +29,9 @@ const (
 // It follows xds/server's test harness, with Consul as the registry.
 type mesh struct {
 	*env
-	disc *discovery.Discovery
-	conn *grpc.ClientConn
+	disc  *discovery.Discovery
+	cache *cache.Cache
+	conn  *grpc.ClientConn
 }
 
 func newMesh(tb testing.TB, opts Options) *mesh {
@@ -46,7 +48,7 @@ func newMeshOn(tb testing.TB, e *env) *mesh {
 		Server:    server.Options{AdmissionRate: 1e6, AdmissionBurst: 1e6},
 	})
 	disc, conn := r.Discovery, r.Conn
-	return &mesh{env: e, disc: disc, conn: conn}
+	return &mesh{env: e, disc: disc, cache: r.Cache, conn: conn}
 }
 
 // deltaClient behaves like Envoy's on-demand CDS over delta ADS: it ACKs

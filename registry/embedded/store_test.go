@@ -137,6 +137,10 @@ func TestValidationStoresNothing(t *testing.T) {
 			_, err := s.PutVIP(ctx, registry.VIP{Name: "web", Policy: registry.Policy{Protocol: "smtp"}})
 			return err
 		}},
+		{"vip allowed caller", "policy.allowed_callers[1]", func(s *Store) error {
+			_, err := s.PutVIP(ctx, registry.VIP{Name: "web", Policy: registry.Policy{AllowedCallers: &[]string{"orders", "Orders"}}})
+			return err
+		}},
 		{"instance address", "address", func(s *Store) error {
 			_, err := s.Register(ctx, bad(func(i *registry.Instance) { i.Address = "not-an-ip" }))
 			return err

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/prisma-systems/xspace-mesh/internal/shrink"
+	"github.com/prisma-systems/xspace-mesh/names"
 )
 
 var _ serverv3.Callbacks = (*Server)(nil)
@@ -93,7 +94,24 @@ func (s *Server) acquire(st *streamState, typeURL, name string) (found, ref bool
 		}
 		return s.opts.Secrets.Acquire(st.ctx, st.claims.Service, name)
 	}
+	if foreignInboundRoute(st, typeURL, name) {
+		return false, false
+	}
 	return s.resolver.Acquire(st.ctx, name)
+}
+
+// foreignInboundRoute reports whether name is the inbound route of a
+// service other than the one the stream authenticated as. Only a
+// service's own sidecars need it, and each app port a stream names would
+// make meshd build and keep one more route: another stream's subscription
+// resolves nothing and counts among its unknown names (MaxUnknownNames),
+// whatever the cache holds under the name.
+func foreignInboundRoute(st *streamState, typeURL, name string) bool {
+	if typeURL != resource.RouteType {
+		return false
+	}
+	service, _, ok := names.ParseInboundRoute(name)
+	return ok && service != st.claims.Service
 }
 
 func (s *Server) release(st *streamState, typeURL, name string) {
@@ -106,9 +124,9 @@ func (s *Server) release(st *streamState, typeURL, name string) {
 
 // exists reports whether a name a stream subscribed to while it did not
 // exist has appeared since. The secrets a stream may see are fixed at its
-// start.
-func (s *Server) exists(typeURL, name string) bool {
-	return typeURL != resource.SecretType && s.resolver.Found(name)
+// start, and so are the inbound routes.
+func (s *Server) exists(st *streamState, typeURL, name string) bool {
+	return typeURL != resource.SecretType && !foreignInboundRoute(st, typeURL, name) && s.resolver.Found(name)
 }
 
 // update applies a change of a stream's subscriptions to one type: names it
@@ -141,7 +159,7 @@ func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe 
 		} else {
 			held.add(name, found, ref)
 			for {
-				old, over := held.overLimit(s.opts.MaxUnknownNames, func(n string) bool { return s.exists(typeURL, n) })
+				old, over := held.overLimit(s.opts.MaxUnknownNames, func(n string) bool { return s.exists(st, typeURL, n) })
 				if !over {
 					break
 				}

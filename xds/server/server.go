@@ -33,7 +33,8 @@ import (
 
 // Types are the resource types the server serves; the cache serves the same.
 // Listeners and route configurations are the API listeners and routes of
-// proxyless gRPC clients, named like the clusters they lead to.
+// proxyless gRPC clients, named like the clusters they lead to, and Envoy
+// sidecars' own listeners and routes.
 var Types = []string{
 	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType,
 }

@@ -98,16 +98,21 @@ func portValue(v *structpb.Value) (uint32, error) {
 // Sidecar reports whether the node is an Envoy sidecar.
 func (p Ports) Sidecar() bool { return p.Outbound != 0 }
 
-// items are the sidecar's own resources: its listeners.
-func (p Ports) items(odcdsTimeout time.Duration) []cache.Item {
+// items are the listeners of a sidecar of service. The outbound listener
+// is the same for every service; the inbound one names the service's
+// inbound route, so it is published in the service's scope (the cache
+// scopes listeners by authenticated service, see controlplane.NewCache),
+// under the name it has always had: a sidecar upgrading its meshd sees its
+// listener updated in place.
+func (p Ports) items(odcdsTimeout time.Duration, service string) []cache.Item {
 	if !p.Sidecar() {
 		return nil
 	}
 	out := translate.OutboundListener(p.Outbound, odcdsTimeout)
 	items := []cache.Item{{TypeURL: resource.ListenerType, Name: out.GetName(), Msg: out}}
 	if p.Inbound != 0 {
-		in := translate.InboundListener(p.Inbound, p.App)
-		items = append(items, cache.Item{TypeURL: resource.ListenerType, Name: in.GetName(), Msg: in})
+		in := translate.InboundListener(p.Inbound, p.App, service)
+		items = append(items, cache.Item{TypeURL: resource.ListenerType, Name: in.GetName(), Msg: in, Scope: service})
 	}
 	return items
 }
@@ -137,12 +142,22 @@ type Publisher interface {
 const MaxLayouts = 1024
 
 // Sidecars makes each sidecar's resources ready in the cache. They depend
-// only on the ports, so each set is built once and kept.
+// only on the ports and, for an inbound listener, the service, so each set
+// is built once and kept.
 type Sidecars struct {
 	pub          Publisher
 	odcdsTimeout time.Duration
 	mu           sync.Mutex
-	done         map[Ports]bool
+	layouts      map[Ports]bool
+	done         map[published]bool
+}
+
+// published is a set of sidecar resources in the cache. Its service is
+// the authenticated one, and only for a sidecar with an inbound port: the
+// services are as many as the tokens an operator issued.
+type published struct {
+	ports   Ports
+	service string
 }
 
 // New returns Sidecars publishing into pub, whose outbound listeners hold
@@ -152,7 +167,7 @@ func New(pub Publisher, odcdsTimeout time.Duration) *Sidecars {
 	if odcdsTimeout <= 0 {
 		odcdsTimeout = translate.DefaultODCDSTimeout
 	}
-	return &Sidecars{pub: pub, odcdsTimeout: odcdsTimeout, done: make(map[Ports]bool)}
+	return &Sidecars{pub: pub, odcdsTimeout: odcdsTimeout, layouts: make(map[Ports]bool), done: make(map[published]bool)}
 }
 
 // Prepare checks a node's sidecar metadata and publishes its resources if
@@ -163,17 +178,21 @@ func (s *Sidecars) Prepare(node *corev3.Node) error {
 	if err != nil || !p.Sidecar() {
 		return err
 	}
+	key := published{ports: p}
+	if p.Inbound != 0 {
+		key.service = node.GetMetadata().GetFields()[names.NodeServiceKey].GetStringValue()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done[p] {
+	if s.done[key] {
 		return nil
 	}
-	if len(s.done) >= MaxLayouts {
+	if !s.layouts[p] && len(s.layouts) >= MaxLayouts {
 		return fmt.Errorf("sidecar ports %+v: meshd already serves %d distinct port layouts, its limit; use the fleet's usual ports", p, MaxLayouts)
 	}
 	// One Update per item: their versions come from their own content
 	// only, so layouts that share a listener or cluster share its version.
-	for _, it := range p.items(s.odcdsTimeout) {
+	for _, it := range p.items(s.odcdsTimeout, key.service) {
 		if v, ok := it.Msg.(interface{ Validate() error }); ok {
 			if err := v.Validate(); err != nil {
 				return fmt.Errorf("sidecar %s: %w", it.Name, err)
@@ -183,6 +202,6 @@ func (s *Sidecars) Prepare(node *corev3.Node) error {
 			return fmt.Errorf("sidecar %s: %w", it.Name, err)
 		}
 	}
-	s.done[p] = true
+	s.layouts[p], s.done[key] = true, true
 	return nil
 }

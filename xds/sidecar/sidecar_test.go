@@ -53,11 +53,14 @@ func TestFromNode(t *testing.T) {
 	}
 }
 
-// TestPrepare: a sidecar's listeners are published once per port layout,
-// the wildcard names match what was published, and its application's
-// cluster is not among them (it is in the sidecar's bootstrap).
+// TestPrepare: a sidecar's listeners are published once per port layout
+// and service, the inbound one in its service's scope, naming its
+// service's inbound route; the wildcard names match what was published,
+// and its application's cluster is not among them (it is in the sidecar's
+// bootstrap).
 func TestPrepare(t *testing.T) {
-	c := cache.New([]string{resource.ListenerType, resource.ClusterType})
+	service := func(n *corev3.Node) string { return n.GetMetadata().GetFields()[names.NodeServiceKey].GetStringValue() }
+	c := cache.New([]string{resource.ListenerType, resource.ClusterType}, cache.WithScope(resource.ListenerType, service))
 	counting := &countingPublisher{c: c}
 	s := New(counting, 7*time.Second)
 	n := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080, names.NodeServiceKey: "api"})
@@ -73,10 +76,25 @@ func TestPrepare(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("wildcard listeners = %v; want %v", got, want)
 	}
-	for _, name := range got {
-		if _, ok := c.Version(cache.Item{TypeURL: resource.ListenerType, Name: name}); !ok {
-			t.Errorf("listener %s is not published", name)
+	if _, ok := c.Version(cache.Item{TypeURL: resource.ListenerType, Name: got[0]}); !ok {
+		t.Errorf("listener %s is not published for every sidecar", got[0])
+	}
+	// Another service with the same layout gets its own inbound listener,
+	// under the same name.
+	web := node(t, map[string]any{names.NodeOutboundPortKey: 15001, names.NodeInboundPortKey: 8443, names.NodeAppPortKey: 8080, names.NodeServiceKey: "web"})
+	if err := s.Prepare(web); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"api", "web"} {
+		if _, ok := c.Version(cache.Item{TypeURL: resource.ListenerType, Name: got[1], Scope: svc}); !ok {
+			t.Errorf("listener %s is not published for %s", got[1], svc)
 		}
+		if rds := counting.inboundRoute(t, svc); rds != names.InboundRoute(svc, 8080) {
+			t.Errorf("%s's inbound listener takes route %q, want %q", svc, rds, names.InboundRoute(svc, 8080))
+		}
+	}
+	if _, ok := c.Version(cache.Item{TypeURL: resource.ListenerType, Name: got[1]}); ok {
+		t.Errorf("inbound listener %s is published for every service", got[1])
 	}
 	if _, ok := c.Version(cache.Item{TypeURL: resource.ClusterType, Name: names.LocalAppCluster(8080)}); ok {
 		t.Error("the application's cluster was published; it belongs in the bootstrap")
@@ -130,6 +148,25 @@ func (p *countingPublisher) odcdsTimeout(t *testing.T) time.Duration {
 	}
 	t.Fatal("no outbound listener with an on-demand filter was published")
 	return 0
+}
+
+// inboundRoute reads the route configuration name of the inbound
+// listener it published for a service.
+func (p *countingPublisher) inboundRoute(t *testing.T, service string) string {
+	t.Helper()
+	for _, it := range p.published {
+		l, ok := it.Msg.(*listenerv3.Listener)
+		if !ok || it.Scope != service {
+			continue
+		}
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			t.Fatal(err)
+		}
+		return hcm.GetRds().GetRouteConfigName()
+	}
+	t.Fatalf("no inbound listener was published for %s", service)
+	return ""
 }
 
 func (p *countingPublisher) Update(items ...cache.Item) error {

@@ -61,7 +61,8 @@ func loadCases(t testing.TB) []goldenCase {
 // goldenFiles renders what a case's VIP yields (VIP, the one entry point
 // discovery publishes), keyed by file name under testdata/out: its
 // resources by type, the outbound routes every sidecar gets while it is
-// watched, and, when it yields tombstones, the names it says do not exist.
+// watched, its sidecars' inbound route for app port 8080 (InboundRoutes),
+// and, when it yields tombstones, the names it says do not exist.
 func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 	t.Helper()
 	y := VIP(c.svc.VIP.Name, c.svc, true)
@@ -80,6 +81,13 @@ func goldenFiles(t *testing.T, c goldenCase) map[string][]byte {
 		}
 	}
 	byType[resource.RouteType] = append(byType[resource.RouteType], OutboundRouteConfiguration([]registry.VIP{y.OwnRoute}))
+	inbound := InboundRoutes(c.svc.VIP.Name, c.svc.VIP.Policy, []uint32{8080})
+	if inbound.Err != nil {
+		t.Errorf("%s: %v", c.name, inbound.Err)
+	}
+	for _, r := range inbound.Resources {
+		byType[r.TypeURL] = append(byType[r.TypeURL], r.Msg)
+	}
 	files := map[string][]byte{}
 	for typeURL, suffix := range map[string]string{
 		resource.ClusterType: "clusters", resource.EndpointType: "endpoints",
@@ -138,7 +146,7 @@ func sidecarFiles(t *testing.T, cases []goldenCase) map[string][]byte {
 		vips = append(vips, c.svc.VIP)
 	}
 	return map[string][]byte{
-		"sidecar.listeners.yaml": resourcesYAML(t, OutboundListener(15001, DefaultODCDSTimeout), InboundListener(8443, 8080)),
+		"sidecar.listeners.yaml": resourcesYAML(t, OutboundListener(15001, DefaultODCDSTimeout), InboundListener(8443, 8080, "payments")),
 		"sidecar.clusters.yaml":  resourcesYAML(t, LocalAppCluster(8080)),
 		"sidecar.routes.yaml":    resourcesYAML(t, OutboundRouteConfiguration(vips)),
 	}

@@ -208,36 +208,30 @@ func outboundRoute(p registry.Policy, vip *routev3.HeaderMatcher) *routev3.Route
 	}
 }
 
-// InboundListener returns a sidecar's inbound listener on 0.0.0.0:port:
-// mutual TLS with the sidecar's own identity (SDS xspace/identity), a
-// client certificate required, chaining to the trust bundle (SDS
-// xspace/trust-bundle) and carrying a mesh identity
-// (spiffe://xspace/svc/...). Requests go to the application on
-// 127.0.0.1:appPort (LocalAppCluster), with the caller's identity in
+// InboundListener returns the inbound listener on 0.0.0.0:port of a
+// sidecar of service: mutual TLS with the sidecar's own identity (SDS
+// xspace/identity), a client certificate required, chaining to the trust
+// bundle (SDS xspace/trust-bundle) and carrying a mesh identity
+// (spiffe://xspace/svc/...). Envoy's RBAC filter lets in the callers the
+// service's policy allows (see rbac.go), and the route, from RDS
+// (InboundRouteConfiguration), sends requests to the application on
+// 127.0.0.1:appPort, with the caller's identity in
 // x-forwarded-client-cert (URI=spiffe://xspace/svc/<caller>); whatever the
-// caller sent in that header is replaced. The caller's sidecar owns
-// timeouts and retries, so this route has none.
-func InboundListener(port, appPort uint32) *listenerv3.Listener {
+// caller sent in that header is replaced.
+func InboundListener(port, appPort uint32, service string) *listenerv3.Listener {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:                  "xspace_inbound",
 		CodecType:                   hcmv3.HttpConnectionManager_AUTO,
 		ForwardClientCertDetails:    hcmv3.HttpConnectionManager_SANITIZE_SET,
 		SetCurrentClientCertDetails: &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true},
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: "xspace-inbound",
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    "xspace-inbound",
-				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: names.LocalAppCluster(appPort)},
-						Timeout:          durationpb.New(0),
-					}},
-				}},
-			}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    fetchSource(),
+			RouteConfigName: names.InboundRoute(service, appPort),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{httpFilter(routerFilter, &routerv3.Router{})},
+		HttpFilters: []*hcmv3.HttpFilter{
+			httpFilter(rbacFilter, inboundRBAC()),
+			httpFilter(routerFilter, &routerv3.Router{}),
+		},
 	}
 	tls := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
