@@ -358,6 +358,15 @@ func (c Config) exposure() error {
 	return errors.Join(errs...)
 }
 
+// suggest is "; did you mean X?" for the allowed value nearest a wrong
+// one, or "" when none is near.
+func suggest(value string, allowed ...string) string {
+	if n := api.Nearest(value, allowed); n != "" {
+		return "; did you mean " + n + "?"
+	}
+	return ""
+}
+
 // Loopback reports whether a listen address host:port binds loopback only.
 // An empty host, 0.0.0.0 or :: bind every interface.
 func Loopback(addr string) bool {
@@ -376,12 +385,12 @@ func (l Log) validate() error {
 	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q is not a level; use debug, info, warn or error", l.Level)
+		return fmt.Errorf("log.level: %q is not a level; use debug, info, warn or error%s", l.Level, suggest(l.Level, "debug", "info", "warn", "error"))
 	}
 	switch l.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log.format: %q is not a format; use text or json", l.Format)
+		return fmt.Errorf("log.format: %q is not a format; use text or json%s", l.Format, suggest(l.Format, "text", "json"))
 	}
 	return nil
 }
@@ -424,7 +433,7 @@ func (r Registry) validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	add(r.Type != "embedded" && r.Type != "consul", "registry.type: %q is not supported; use embedded or consul", r.Type)
+	add(r.Type != "embedded" && r.Type != "consul", "registry.type: %q is not supported; use embedded or consul%s", r.Type, suggest(r.Type, "embedded", "consul"))
 	errs = append(errs, r.Consul.validate())
 	e := r.Embedded
 	add(e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute),

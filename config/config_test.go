@@ -224,3 +224,33 @@ func TestConsulSection(t *testing.T) {
 		t.Fatalf("ResolveToken of a missing file: %v", err)
 	}
 }
+
+// TestValidateSuggestsTheNearestValue: a misspelt choice gets the allowed
+// value nearest it; a value near none gets the list alone.
+func TestValidateSuggestsTheNearestValue(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"registry type", func(c *Config) { c.Registry.Type = "consull" }, `registry.type: "consull" is not supported; use embedded or consul; did you mean consul?`},
+		{"secrets type", func(c *Config) { c.Secrets.Type = "valut" }, "did you mean vault?"},
+		{"vault auth", func(c *Config) { c.Secrets.Type, c.Secrets.Vault.Auth = "vault", "aproles" }, "did you mean approle?"},
+		{"log level", func(c *Config) { c.Log.Level = "warning" }, "did you mean warn?"},
+		{"log format", func(c *Config) { c.Log.Format = "jsno" }, "did you mean json?"},
+		{"nothing near", func(c *Config) { c.Registry.Type = "eureka" }, `"eureka" is not supported; use embedded or consul`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Defaults()
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate = %v, want it to say %q", err, tt.want)
+			}
+			if tt.name == "nothing near" && strings.Contains(err.Error(), "did you mean") {
+				t.Errorf("a suggestion for a value near nothing: %v", err)
+			}
+		})
+	}
+}

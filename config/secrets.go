@@ -125,7 +125,7 @@ func (s Secrets) validate() error {
 	switch s.Type {
 	case "embedded", "vault":
 	default:
-		errs = append(errs, fmt.Errorf("secrets.type: %q is not supported; use embedded or vault", s.Type))
+		errs = append(errs, fmt.Errorf("secrets.type: %q is not supported; use embedded or vault%s", s.Type, suggest(s.Type, "embedded", "vault")))
 	}
 	if s.RenewAt < 0.1 || s.RenewAt > 0.9 {
 		errs = append(errs, fmt.Errorf("secrets.renew_at: %v is out of range; use a share of the lifetime from 0.1 to 0.9, e.g. 0.5", s.RenewAt))
@@ -179,7 +179,7 @@ func (v Vault) validate() error {
 	case "approle":
 		errs = append(errs, v.AppRole.validate())
 	default:
-		errs = append(errs, fmt.Errorf("secrets.vault.auth: %q is not supported; use token or approle", v.Auth))
+		errs = append(errs, fmt.Errorf("secrets.vault.auth: %q is not supported; use token or approle%s", v.Auth, suggest(v.Auth, "token", "approle")))
 	}
 	return errors.Join(errs...)
 }
