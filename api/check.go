@@ -16,6 +16,9 @@ import (
 // error is an *Error, as the server would answer it.
 func CheckVIP(name, contentType string, doc []byte) (registry.VIP, error) {
 	var v registry.VIP
+	if err := checkVIPParam(name); err != nil {
+		return v, err
+	}
 	body := doc
 	if slices.Contains(yamlTypes, contentType) {
 		var err error
