@@ -4,6 +4,10 @@
 GO        ?= go
 BIN       := bin
 PKGS      := ./...
+# The build both binaries print with --version and meshd exports as xspace_build_info.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X github.com/prisma-systems/xspace-mesh/internal/buildinfo.version=$(VERSION) -X github.com/prisma-systems/xspace-mesh/internal/buildinfo.revision=$(REVISION)
 BENCHCOUNT ?= 5
 # Tools the Makefile installs itself, cached outside the clone so a fresh
 # clone on the same machine reuses them.
@@ -52,8 +56,8 @@ help: ## list the targets
 
 .PHONY: build
 build: ## build meshd and meshctl into bin/
-	$(GO) build -o $(BIN)/meshd ./cmd/meshd
-	$(GO) build -o $(BIN)/meshctl ./cmd/meshctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/meshd ./cmd/meshd
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/meshctl ./cmd/meshctl
 
 .PHONY: run
 run: build ## build and start meshd on its embedded defaults (Ctrl-C stops it)

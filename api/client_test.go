@@ -35,7 +35,7 @@ func TestClientErrorsPrintWhatTheServerWrote(t *testing.T) {
 		{"yaml", func() error {
 			_, _, err := s.client.ApplyVIP(ctx, "payments", "application/yaml", []byte("policy:\n  protocl: grpc\n"))
 			return err
-		}, `unknown_field: unknown field "policy.protocl"; the fields allowed in policy are protocol, port, secure_port, plaintext, allowed_callers, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection (field policy.protocl)`},
+		}, `unknown_field: unknown field "policy.protocl"; the fields allowed in policy are protocol, port, secure_port, plaintext, allowed_callers, load_balancing, hash_on, timeouts, retries, circuit_breakers, outlier_detection; did you mean protocol? (field policy.protocl)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

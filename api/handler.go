@@ -91,10 +91,15 @@ func (r *recorder) WriteHeader(status int)      { r.status = status }
 // vipParam returns the {vip} of the URL if it is a valid VIP name.
 func vipParam(r *http.Request) (string, error) {
 	vip := r.PathValue("vip")
+	return vip, checkVIPParam(vip)
+}
+
+// checkVIPParam checks the {vip} of a URL.
+func checkVIPParam(vip string) error {
 	if err := names.ValidateVIP(vip); err != nil {
-		return "", errorf(http.StatusBadRequest, CodeInvalidArgument, "vip", "vip in the URL: %v", err)
+		return errorf(http.StatusBadRequest, CodeInvalidArgument, "vip", "vip in the URL: %v", err)
 	}
-	return vip, nil
+	return nil
 }
 
 // instanceParams returns the {vip} and {id} of the URL if both are valid.

@@ -104,8 +104,54 @@ func unknownField(path, parent string, fields []string) *Error {
 	if key := path[strings.LastIndex(path, ".")+1:]; key == "true" || key == "false" {
 		hint = " (YAML reads an unquoted on, off, yes, no, y or n as true or false: quote the key)"
 	}
+	if near := Nearest(path[strings.LastIndex(path, ".")+1:], fields); near != "" {
+		hint += "; did you mean " + near + "?"
+	}
 	return errorf(http.StatusBadRequest, CodeUnknownField, path,
 		"unknown field %q; the fields allowed %s are %s%s", path, where, strings.Join(fields, ", "), hint)
+}
+
+// Explain says where a JSON document that failed to decode into v is
+// wrong, as the API answers it: the first unknown field with the fields
+// allowed there and the nearest of them, or the first value that does not
+// fit its field, each with the field's full path and without Go's type
+// names. nil when it finds nothing wrong. meshd's configuration file is
+// explained with it too.
+func Explain(data []byte, v any) *Error { return locate(data, typeOf(v), "") }
+
+// Nearest is the name closest to a misspelt one (a field, a flag): at most
+// two edits away, or one that is a prefix of the other; "" if none.
+func Nearest(key string, fields []string) string {
+	best, bestDist := "", 3
+	for _, f := range fields {
+		k := strings.ToLower(key)
+		d := editDistance(k, f)
+		if d < bestDist || best == "" && (strings.HasPrefix(f, k) || strings.HasPrefix(k, f)) {
+			best, bestDist = f, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two field names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // jsonFields lists the JSON names of t's fields in declaration order.

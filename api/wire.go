@@ -72,6 +72,47 @@ type ProxyInfo struct {
 	ConnectedSince time.Time `json:"connected_since"`
 	// Clusters are the cluster names the proxy holds.
 	Clusters []string `json:"clusters"`
+	// Types are, for each resource type the stream was sent, the last
+	// response sent and what the proxy made of it.
+	Types []TypeSync `json:"types,omitempty"`
+}
+
+// States of TypeSync.
+const (
+	// SyncSynced: the proxy acknowledged the last response sent.
+	SyncSynced = "SYNCED"
+	// SyncPending: the proxy has not answered the last response sent yet.
+	SyncPending = "PENDING"
+	// SyncNACKed: the proxy rejected the last response sent.
+	SyncNACKed = "NACKED"
+)
+
+// TypeSync is what one resource type's responses on a stream came to.
+// Versions are the responses' version_info (state of the world) or
+// system_version_info (delta); nonces identify single responses.
+type TypeSync struct {
+	// Type is lds, rds, cds, eds or sds.
+	Type string `json:"type"`
+	// State is SyncSynced, SyncPending or SyncNACKed.
+	State       string `json:"state"`
+	SentVersion string `json:"sent_version"`
+	SentNonce   string `json:"sent_nonce"`
+	// AckedVersion is empty when the proxy acknowledged an earlier response
+	// than the last sent, whose version meshd does not keep.
+	AckedVersion string `json:"acked_version,omitempty"`
+	AckedNonce   string `json:"acked_nonce,omitempty"`
+	// LastNACK is the last response the proxy rejected on this stream.
+	LastNACK *NACK `json:"last_nack,omitempty"`
+}
+
+// NACK is a response a proxy rejected, and why.
+type NACK struct {
+	Version string    `json:"version,omitempty"`
+	Nonce   string    `json:"nonce"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+	// Count is how many responses of the type the stream rejected.
+	Count int `json:"count"`
 }
 
 // VIPStat is the control plane's view of one VIP, as GET /debug/vips lists it.

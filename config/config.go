@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
@@ -108,6 +109,18 @@ func (c Config) Keyring() string {
 	return filepath.Join(c.DataDir, "tokens.yaml")
 }
 
+// Effective fills in the paths that default to places in data_dir
+// (xds.token_keyring, secrets.embedded.dir), so that --print-config and
+// /debug/config show the files in effect rather than an empty string.
+// meshd applies it once the file and the flags are read.
+func (c Config) Effective() Config {
+	c.XDS.TokenKeyring = c.Keyring()
+	if c.Secrets.Embedded.Dir == "" {
+		c.Secrets.Embedded.Dir = filepath.Join(c.DataDir, "ca")
+	}
+	return c
+}
+
 // HTTP configures the REST API, metrics, health and debug server.
 type HTTP struct {
 	Address string `json:"address"`
@@ -150,11 +163,11 @@ type Consul struct {
 	// Address of the Consul agent: host:port or http(s)://host:port.
 	Address string `json:"address"`
 	// Token is the ACL token; printed redacted. Prefer token_file.
-	Token Secret `json:"token,omitempty"`
+	Token Secret `json:"token"`
 	// TokenFile holds the ACL token, read at start.
-	TokenFile string `json:"token_file,omitempty"`
+	TokenFile string `json:"token_file"`
 	// Datacenter to read from and write KV to; empty means the agent's.
-	Datacenter string `json:"datacenter,omitempty"`
+	Datacenter string `json:"datacenter"`
 	// KVPrefix is where VIP policies live: <kv_prefix>/<vip>.
 	KVPrefix string `json:"kv_prefix"`
 	// StaleReads lets any Consul server answer reads, not only the leader.
@@ -279,6 +292,11 @@ func Decode(b []byte, cfg *Config) error {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
+		// The REST API's explanation: the field's path, the fields allowed
+		// there and the nearest, what a value should be; never Go's names.
+		if e := api.Explain(j, cfg); e != nil {
+			return fmt.Errorf("%s (see --print-config for every field)", e.Message)
+		}
 		return fmt.Errorf("%w (see --print-config for every field)", err)
 	}
 	return nil
@@ -340,6 +358,15 @@ func (c Config) exposure() error {
 	return errors.Join(errs...)
 }
 
+// suggest is "; did you mean X?" for the allowed value nearest a wrong
+// one, or "" when none is near.
+func suggest(value string, allowed ...string) string {
+	if n := api.Nearest(value, allowed); n != "" {
+		return "; did you mean " + n + "?"
+	}
+	return ""
+}
+
 // Loopback reports whether a listen address host:port binds loopback only.
 // An empty host, 0.0.0.0 or :: bind every interface.
 func Loopback(addr string) bool {
@@ -358,12 +385,12 @@ func (l Log) validate() error {
 	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q is not a level; use debug, info, warn or error", l.Level)
+		return fmt.Errorf("log.level: %q is not a level; use debug, info, warn or error%s", l.Level, suggest(l.Level, "debug", "info", "warn", "error"))
 	}
 	switch l.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log.format: %q is not a format; use text or json", l.Format)
+		return fmt.Errorf("log.format: %q is not a format; use text or json%s", l.Format, suggest(l.Format, "text", "json"))
 	}
 	return nil
 }
@@ -406,7 +433,7 @@ func (r Registry) validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	add(r.Type != "embedded" && r.Type != "consul", "registry.type: %q is not supported; use embedded or consul", r.Type)
+	add(r.Type != "embedded" && r.Type != "consul", "registry.type: %q is not supported; use embedded or consul%s", r.Type, suggest(r.Type, "embedded", "consul"))
 	errs = append(errs, r.Consul.validate())
 	e := r.Embedded
 	add(e.SweepInterval < registry.Duration(10*time.Millisecond) || e.SweepInterval > registry.Duration(time.Minute),

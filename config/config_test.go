@@ -44,9 +44,16 @@ func TestDecodeErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", "xds:\n  adress: 127.0.0.1:1\n", `unknown field "adress"`},
-		{"bad duration", "discovery:\n  grace: soon\n", "duration"},
-		{"wrong type", "xds:\n  admission_rate: fast\n", "admission_rate"},
+		{
+			"unknown field", "xds:\n  adress: 127.0.0.1:1\n",
+			`unknown field "xds.adress"; the fields allowed in xds are address, `,
+		},
+		{"nearest field", "xds:\n  adress: 127.0.0.1:1\n", "; did you mean address?"},
+		{"nearest by prefix", "discovery:\n  grace_period: 1m\n", `unknown field "discovery.grace_period"`},
+		{"nested unknown field", "secrets:\n  vault:\n    approle:\n      rol_id: x\n", `unknown field "secrets.vault.approle.rol_id"`},
+		{"bad duration", "discovery:\n  grace: soon\n", `discovery.grace: duration "soon": use a number with a unit`},
+		{"wrong type", "xds:\n  admission_rate: fast\n", "xds.admission_rate: expected a number, got string"},
+		{"wrong type in a list", "tls:\n  names: [1]\n", "tls.names[0]: expected a string, got number"},
 		{"duplicate key", "data_dir: a\ndata_dir: b\n", "already set"},
 	}
 	for _, tt := range tests {
@@ -55,6 +62,9 @@ func TestDecodeErrors(t *testing.T) {
 			err := Decode([]byte(tt.yaml), &cfg)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Decode error = %v, want it to mention %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "struct") {
+				t.Errorf("the error names Go's types: %v", err)
 			}
 		})
 	}
@@ -212,5 +222,35 @@ func TestConsulSection(t *testing.T) {
 	c.TokenFile = filepath.Join(t.TempDir(), "missing")
 	if _, err := c.ResolveToken(); err == nil || !strings.HasPrefix(err.Error(), "registry.consul.token_file:") {
 		t.Fatalf("ResolveToken of a missing file: %v", err)
+	}
+}
+
+// TestValidateSuggestsTheNearestValue: a misspelt choice gets the allowed
+// value nearest it; a value near none gets the list alone.
+func TestValidateSuggestsTheNearestValue(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"registry type", func(c *Config) { c.Registry.Type = "consull" }, `registry.type: "consull" is not supported; use embedded or consul; did you mean consul?`},
+		{"secrets type", func(c *Config) { c.Secrets.Type = "valut" }, "did you mean vault?"},
+		{"vault auth", func(c *Config) { c.Secrets.Type, c.Secrets.Vault.Auth = "vault", "aproles" }, "did you mean approle?"},
+		{"log level", func(c *Config) { c.Log.Level = "warning" }, "did you mean warn?"},
+		{"log format", func(c *Config) { c.Log.Format = "jsno" }, "did you mean json?"},
+		{"nothing near", func(c *Config) { c.Registry.Type = "eureka" }, `"eureka" is not supported; use embedded or consul`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Defaults()
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate = %v, want it to say %q", err, tt.want)
+			}
+			if tt.name == "nothing near" && strings.Contains(err.Error(), "did you mean") {
+				t.Errorf("a suggestion for a value near nothing: %v", err)
+			}
+		})
 	}
 }

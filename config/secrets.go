@@ -34,7 +34,7 @@ type Secrets struct {
 // EmbeddedCA configures the embedded CA (secrets.type: embedded).
 type EmbeddedCA struct {
 	// Dir holds ca.crt and ca.key; empty means <data_dir>/ca.
-	Dir string `json:"dir,omitempty"`
+	Dir string `json:"dir"`
 	// Lifetime of issued certificates.
 	Lifetime registry.Duration `json:"lifetime"`
 }
@@ -50,19 +50,19 @@ type Vault struct {
 	// ServerRole is the PKI role meshd's own serving certificate is issued
 	// under when tls.enabled: it must allow tls.names (DNS and IP SANs) and
 	// the URI SAN spiffe://xspace/svc/xspace-meshd.
-	ServerRole string `json:"server_role,omitempty"`
+	ServerRole string `json:"server_role"`
 	// TTL requested per certificate; 0 leaves it to the role.
 	TTL registry.Duration `json:"ttl"`
 	// Auth is token or approle.
 	Auth string `json:"auth"`
 	// Token authenticates with auth: token; printed redacted. Prefer
 	// token_file.
-	Token Secret `json:"token,omitempty"`
+	Token Secret `json:"token"`
 	// TokenFile holds the token, read at start.
-	TokenFile string  `json:"token_file,omitempty"`
+	TokenFile string  `json:"token_file"`
 	AppRole   AppRole `json:"approle"`
 	// CACert is a PEM file verifying Vault's HTTPS certificate.
-	CACert string `json:"ca_cert,omitempty"`
+	CACert string `json:"ca_cert"`
 	// Timeout bounds each request to Vault.
 	Timeout registry.Duration `json:"timeout"`
 }
@@ -71,11 +71,11 @@ type Vault struct {
 type AppRole struct {
 	// Mount is the AppRole auth method's path.
 	Mount  string `json:"mount"`
-	RoleID string `json:"role_id,omitempty"`
+	RoleID string `json:"role_id"`
 	// SecretID is printed redacted. Prefer secret_id_file.
-	SecretID Secret `json:"secret_id,omitempty"`
+	SecretID Secret `json:"secret_id"`
 	// SecretIDFile holds the secret ID, read at start.
-	SecretIDFile string `json:"secret_id_file,omitempty"`
+	SecretIDFile string `json:"secret_id_file"`
 }
 
 // DefaultSecrets returns the secrets section meshd runs with when given
@@ -125,7 +125,7 @@ func (s Secrets) validate() error {
 	switch s.Type {
 	case "embedded", "vault":
 	default:
-		errs = append(errs, fmt.Errorf("secrets.type: %q is not supported; use embedded or vault", s.Type))
+		errs = append(errs, fmt.Errorf("secrets.type: %q is not supported; use embedded or vault%s", s.Type, suggest(s.Type, "embedded", "vault")))
 	}
 	if s.RenewAt < 0.1 || s.RenewAt > 0.9 {
 		errs = append(errs, fmt.Errorf("secrets.renew_at: %v is out of range; use a share of the lifetime from 0.1 to 0.9, e.g. 0.5", s.RenewAt))
@@ -179,7 +179,7 @@ func (v Vault) validate() error {
 	case "approle":
 		errs = append(errs, v.AppRole.validate())
 	default:
-		errs = append(errs, fmt.Errorf("secrets.vault.auth: %q is not supported; use token or approle", v.Auth))
+		errs = append(errs, fmt.Errorf("secrets.vault.auth: %q is not supported; use token or approle%s", v.Auth, suggest(v.Auth, "token", "approle")))
 	}
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/internal/buildinfo"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/secrets"
@@ -53,6 +54,9 @@ type Deps struct {
 	Config any
 	// Hosts, when set, are the only Host headers answered (see Hosts).
 	Hosts *Hosts
+	// XDSAddress is where the xDS listener is bound, shown at /debug/info
+	// so that meshctl finds xDS from the HTTP address alone.
+	XDSAddress string
 	// Access says who may use the REST API and the debug endpoints; the
 	// zero value lets no request without a valid token through.
 	Access api.Access
@@ -75,13 +79,14 @@ func Handler(d Deps) http.Handler {
 	mux.Handle("/readyz", getOnly(http.HandlerFunc(d.readyz)))
 	mux.Handle(api.ProxiesPath, getOnly(http.HandlerFunc(d.proxies)))
 	mux.Handle(api.VIPStatsPath, getOnly(http.HandlerFunc(d.vips)))
-	mux.Handle("/debug/secrets", getOnly(http.HandlerFunc(d.secrets)))
+	mux.Handle(api.SecretsPath, getOnly(http.HandlerFunc(d.secrets)))
+	mux.Handle(api.InfoPath, getOnly(http.HandlerFunc(d.info)))
 	mux.Handle("/debug/config", getOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, d.Config)
 	})))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, api.CodeNotFound,
-			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/proxies, /debug/vips, /debug/secrets, /debug/config", "")
+			"no such endpoint "+r.URL.Path+"; see /v1/vips, /metrics, /healthz, /readyz, /debug/info, /debug/proxies, /debug/vips, /debug/secrets, /debug/config", "")
 	})
 	h := api.Guard(mux, d.Access, public, d.Logger)
 	if d.Hosts != nil {
@@ -127,16 +132,40 @@ func (d Deps) secrets(w http.ResponseWriter, _ *http.Request) {
 	api.WriteJSON(w, http.StatusOK, map[string]any{"certificates": certs})
 }
 
+// info says which build answers and where it serves xDS.
+func (d Deps) info(w http.ResponseWriter, _ *http.Request) {
+	b := buildinfo.Get()
+	api.WriteJSON(w, http.StatusOK, api.ServerInfo{
+		Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion, XDSAddress: d.XDSAddress,
+	})
+}
+
 func (d Deps) proxies(w http.ResponseWriter, _ *http.Request) {
 	list := d.Proxies.Proxies()
 	out := make([]api.ProxyInfo, 0, len(list))
 	for _, p := range list {
 		out = append(out, api.ProxyInfo{
 			NodeID: p.NodeID, Service: p.Service, StreamID: p.StreamID, Protocol: p.Protocol,
-			ConnectedSince: p.ConnectedSince, Clusters: p.Clusters,
+			ConnectedSince: p.ConnectedSince, Clusters: p.Clusters, Types: typeSyncs(p.Types),
 		})
 	}
 	api.WriteJSON(w, http.StatusOK, api.ProxyList{Proxies: out})
+}
+
+// typeSyncs is what a stream's responses came to, on the wire.
+func typeSyncs(ts []server.TypeStatus) []api.TypeSync {
+	out := make([]api.TypeSync, 0, len(ts))
+	for _, t := range ts {
+		s := api.TypeSync{
+			Type: t.Type, State: t.State, SentVersion: t.SentVersion, SentNonce: t.SentNonce,
+			AckedVersion: t.AckedVersion, AckedNonce: t.AckedNonce,
+		}
+		if t.NACKs > 0 {
+			s.LastNACK = &api.NACK{Version: t.NACKVersion, Nonce: t.NACKNonce, Error: t.NACKError, At: t.NACKAt, Count: t.NACKs}
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // subscribers counts, per VIP, the connected streams that hold any of its

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -200,6 +201,10 @@ receives traffic until it expires, or for as long as self-preservation holds it
 			if insts == nil {
 				insts = []api.Instance{}
 			}
+			if len(insts) == 0 && a.output == "table" {
+				fmt.Fprintf(a.stdout, "No instances found: VIP %s has none registered.\n", args[0])
+				return nil
+			}
 			return a.emit(insts, instanceTable(insts, time.Now()))
 		}),
 	}
@@ -218,8 +223,9 @@ set its status to DRAINING, wait, then deregister.`,
 			if err := a.client().Deregister(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "instance %s/%s deregistered\n", args[0], args[1])
-			return nil
+			return a.emit(deleted{Kind: "instance", VIP: args[0], ID: args[1], Deleted: true}, func(w io.Writer) {
+				fmt.Fprintf(w, "instance %s/%s deregistered\n", args[0], args[1])
+			})
 		}),
 	}
 }

@@ -133,7 +133,7 @@ func TestVIPApplyGetListDelete(t *testing.T) {
 	if out := e.mustRun(t, "vip", "apply", "-f", file); out != "vip/payments created\n"+notes {
 		t.Errorf("first apply printed %q", out)
 	}
-	if out := e.mustRun(t, "vip", "apply", "-f", file); out != "vip/payments configured\n"+notes {
+	if out := e.mustRun(t, "vip", "apply", "-f", file); out != "vip/payments unchanged\n"+notes {
 		t.Errorf("second apply printed %q", out)
 	}
 	stored, err := e.store.GetVIP(t.Context(), "payments")

@@ -130,3 +130,11 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
+
+// deleted is what a delete prints with -o json or yaml.
+type deleted struct {
+	Kind    string `json:"kind"`
+	VIP     string `json:"vip"`
+	ID      string `json:"id,omitempty"`
+	Deleted bool   `json:"deleted"`
+}

@@ -2,58 +2,50 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/prisma-systems/xspace-mesh/api"
 	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/controlplane/cptest"
-	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/embedded"
 )
 
-// xdsServer runs the real control-plane stack on loopback and returns its
-// xDS address and registry.
-func xdsServer(t *testing.T) (string, *embedded.Store) {
-	t.Helper()
-	store, err := embedded.Open(t.TempDir(), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	cp := cptest.Start(t, controlplane.Options{Source: store})
-	return cp.Addr, store
-}
-
-func TestResolve(t *testing.T) {
-	addr, store := xdsServer(t)
-	for _, in := range []registry.Instance{
-		{VIP: "payments", ID: "p1", Address: "10.0.0.1", Port: 8080, Zone: "a"},
-		{VIP: "payments", ID: "p2", Address: "10.0.0.2", Port: 8080, Zone: "b", Status: registry.StatusDraining},
-		{VIP: "payments", ID: "p3", Address: "10.0.0.3", Port: 8080, Zone: "b", Status: registry.StatusDown},
+// TestResolveAgainstSecureMeshd: meshctl resolve asks the meshd named by
+// --server (TLS, tokens required), finds its xDS address from /debug/info,
+// and shows the cluster, the endpoints a sidecar gets (DOWN left out), the
+// route with the VIP's retries and timeout, the SDS secrets of .svip, and
+// the registry's health; a VIP that does not exist is named as such.
+func TestResolveAgainstSecureMeshd(t *testing.T) {
+	p := startMeshd(t, secureConfig)
+	ops := p.issue(t, "--role", "operator", "--name", "alice")
+	p.mustMeshctl(t, "--token-file", ops, "vip", "apply", "-f", writeFile(t, paymentsYAML))
+	for _, in := range [][]string{
+		{"--id", "p1", "--address", "10.0.0.1", "--port", "8080", "--secure-port", "8443", "--zone", "a"},
+		{"--id", "p2", "--address", "10.0.0.2", "--port", "8080", "--secure-port", "8443", "--zone", "b", "--status", "DRAINING"},
+		{"--id", "p3", "--address", "10.0.0.3", "--port", "8080", "--secure-port", "8443", "--zone", "b", "--status", "DOWN"},
 	} {
-		if _, err := store.Register(context.Background(), in); err != nil {
-			t.Fatal(err)
+		p.mustMeshctl(t, append([]string{"--token-file", ops, "instance", "register", "payments"}, in...)...)
+	}
+	orders := p.issue(t, "--service", "orders")
+
+	out := p.mustMeshctl(t, "--token-file", orders, "resolve", "payments:8080")
+	for _, want := range []string{
+		"cluster payments.vip", "10.0.0.1  8080  HEALTHY", "10.0.0.2  8080  DRAINING",
+		"route: request timeout 3s, 3 retries on connect-failure,unavailable", "registry: healthy",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	var out, errOut bytes.Buffer
-	if code := run(t.Context(), []string{"resolve", "payments:8080", "--xds", addr}, nil, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
-	}
-	for _, want := range []string{"cluster payments.vip", "10.0.0.1  8080  HEALTHY", "10.0.0.2  8080  DRAINING"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
-		}
-	}
-	if strings.Contains(out.String(), "10.0.0.3") {
-		t.Errorf("a DOWN instance is listed as an endpoint:\n%s", out.String())
+	if strings.Contains(out, "10.0.0.3") {
+		t.Errorf("a DOWN instance is listed as an endpoint:\n%s", out)
 	}
 
-	out.Reset()
-	if code := run(t.Context(), []string{"-o", "json", "resolve", "payments", "--xds", addr}, nil, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
-	}
+	out = p.mustMeshctl(t, "--token-file", orders, "-o", "json", "resolve", "payments.svip")
 	var doc struct {
 		Cluster struct {
 			Name string `json:"name"`
@@ -61,21 +53,58 @@ func TestResolve(t *testing.T) {
 		Endpoints struct {
 			ClusterName string `json:"cluster_name"`
 		} `json:"endpoints"`
+		Route struct {
+			Route struct {
+				Timeout string `json:"timeout"`
+			} `json:"route"`
+		} `json:"route"`
+		Secrets []string `json:"secrets"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Cluster.Name != "payments.vip" || doc.Endpoints.ClusterName != "payments.vip" {
-		t.Fatalf("json output %v: %s", err, out.String())
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("json output %v: %s", err, out)
+	}
+	if doc.Cluster.Name != "payments.svip" || doc.Endpoints.ClusterName != "payments.svip" || doc.Route.Route.Timeout != "3s" ||
+		strings.Join(doc.Secrets, ",") != "xspace/identity,xspace/trust-bundle" {
+		t.Errorf("json output: %+v\n%s", doc, out)
+	}
+
+	code, _, stderr := p.meshctl(t, "--token-file", orders, "resolve", "ghost")
+	if code != exitFailure || !strings.Contains(stderr, `ghost.vip: no such VIP "ghost"`) {
+		t.Errorf("ghost: exit %d, stderr %q", code, stderr)
+	}
+	// Without a token the stream is refused, and meshctl says so.
+	code, _, stderr = p.meshctl(t, "resolve", "payments", "--xds", p.xds)
+	if code != exitFailure || !strings.Contains(stderr, "Unauthenticated") {
+		t.Errorf("no token: exit %d, stderr %q", code, stderr)
 	}
 }
 
-func TestResolveNotServed(t *testing.T) {
-	addr, _ := xdsServer(t)
+// TestResolveDuringRegistryOutage: a name xDS answers as not found while
+// the REST API says the registry is unavailable is reported as an outage,
+// not as a VIP that does not exist; a bad name is a usage error.
+func TestResolveDuringRegistryOutage(t *testing.T) {
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	cp := cptest.Start(t, controlplane.Options{Source: store})
+	rest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == api.InfoPath {
+			api.WriteJSON(w, http.StatusOK, api.ServerInfo{XDSAddress: cp.Addr})
+			return
+		}
+		api.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, "the registry is unavailable; try again shortly", "")
+	}))
+	t.Cleanup(rest.Close)
+
 	var out, errOut bytes.Buffer
-	code := run(t.Context(), []string{"resolve", "ghost", "--xds", addr}, nil, &out, &errOut)
-	if code != exitFailure || !strings.Contains(errOut.String(), "ghost.vip: the control plane does not serve this cluster") {
+	code := run(t.Context(), []string{"--server", rest.URL, "resolve", "payments"}, nil, &out, &errOut)
+	if code != exitFailure || !strings.Contains(errOut.String(), "payments.vip: not served now, and the registry is unreachable") {
 		t.Fatalf("exit %d, stderr %q", code, errOut.String())
 	}
 	errOut.Reset()
-	code = run(t.Context(), []string{"resolve", "Not A Name", "--xds", addr}, nil, &out, &errOut)
+	code = run(t.Context(), []string{"--server", rest.URL, "resolve", "Not A Name"}, nil, &out, &errOut)
 	if code != exitUsage {
 		t.Fatalf("bad name: exit %d, stderr %q", code, errOut.String())
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -29,21 +32,31 @@ server always answers with the policy in force.`,
   meshctl vip stats`,
 		RunE: groupRun,
 	}
-	cmd.AddCommand(a.vipApplyCommand(), a.vipGetCommand(), a.vipListCommand(), a.vipDeleteCommand(), a.vipStatsCommand())
+	cmd.AddCommand(a.vipApplyCommand(), a.vipDiffCommand(), a.vipGetCommand(), a.vipListCommand(), a.vipDeleteCommand(), a.vipStatsCommand())
 	return cmd
 }
 
 func (a *app) vipApplyCommand() *cobra.Command {
-	var file string
+	var (
+		file   string
+		dryRun bool
+	)
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE",
+		Use:   "apply -f FILE [--dry-run]",
 		Short: "Create or replace VIPs from a YAML or JSON file",
 		Long: `Create or replace each VIP in FILE ("-" reads stdin). The file holds one VIP
 document, or several separated by "---" lines, each naming its VIP in "name".
-JSON documents are sent as JSON, others as YAML; the server checks them
-strictly, so a misspelt field is refused rather than ignored. Applying is
-idempotent: it prints "created" for a new VIP and "configured" otherwise.
-With -o json or yaml it prints the stored policies instead.`,
+Every document is checked first, the way the server checks it (a misspelt
+field is refused rather than ignored), and nothing is applied unless all of
+them are valid: a file is applied whole or not at all, up to the server
+refusing one (a token without the right, the registry unavailable), which
+stops the rest. JSON documents are sent as JSON, others as YAML. Applying is
+idempotent: it prints "created" for a new VIP, "configured" for a changed
+one and "unchanged" otherwise. With -o json or yaml it prints the stored
+policies instead.
+
+--dry-run checks the file and says what applying it would do, changing
+nothing; meshctl vip diff shows the changes field by field.`,
 		Example: `  cat > payments.yaml <<EOF
   name: payments
   policy:
@@ -52,20 +65,222 @@ With -o json or yaml it prints the stored policies instead.`,
     timeouts: {connect: 250ms, request: 3s}
     retries: {attempts: 3, "on": [connect-failure, unavailable]}
   EOF
+  meshctl vip apply -f payments.yaml --dry-run
   meshctl vip apply -f payments.yaml
   meshctl vip get payments -o yaml | meshctl vip apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			docs, err := a.readDocuments(file)
+			docs, err := a.readVIPDocuments(file)
 			if err != nil {
 				return err
 			}
-			return a.applyVIPs(cmd, file, docs)
+			if dryRun {
+				return a.planVIPs(cmd, docs)
+			}
+			return a.applyVIPs(cmd, docs)
+		}),
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", `file holding the VIPs, "-" for stdin (required)`)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the file and say what applying it would change, changing nothing")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+// vipDocument is one document of a VIP file, checked.
+type vipDocument struct {
+	where string // the file, and the document's number if it has several
+	doc   []byte
+	vip   registry.VIP // as the store would keep it
+}
+
+// readVIPDocuments reads a VIP file and checks every document the way the
+// server would, reporting every bad one.
+func (a *app) readVIPDocuments(file string) ([]vipDocument, error) {
+	docs, err := a.readDocuments(file)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]vipDocument, 0, len(docs))
+	var errs []error
+	for n, doc := range docs {
+		d := vipDocument{where: file, doc: doc}
+		if len(docs) > 1 {
+			d.where = fmt.Sprintf("%s, document %d", file, n+1)
+		}
+		name, err := vipName(doc)
+		if err == nil {
+			d.vip, err = api.CheckVIP(name, contentType(doc), doc)
+		}
+		if err != nil && len(docs) == 1 {
+			return nil, err // the server's words, as apply would print them
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d.where, err))
+			continue
+		}
+		out = append(out, d)
+	}
+	if len(errs) > 0 {
+		if len(docs) > 1 {
+			errs = append(errs, fmt.Errorf("nothing was applied: %d of %d documents are invalid", len(errs), len(docs)))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func (a *app) applyVIPs(cmd *cobra.Command, docs []vipDocument) error {
+	stored := make([]registry.VIP, 0, len(docs))
+	for _, d := range docs {
+		before, found, err := a.currentVIP(cmd, d.vip.Name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.where, err)
+		}
+		v, created, err := a.client().ApplyVIP(cmd.Context(), d.vip.Name, contentType(d.doc), d.doc)
+		if err != nil {
+			if len(docs) > 1 {
+				return fmt.Errorf("%s: %w", d.where, err)
+			}
+			return err
+		}
+		stored = append(stored, v)
+		a.printCallerWarning(v)
+		if a.output == "table" {
+			fmt.Fprintf(a.stdout, "vip/%s %s\n", v.Name, applyVerb(created || !found, found && before.Policy.Equal(v.Policy), false))
+			a.printProxylessNotes(v.Policy)
+		}
+	}
+	if a.output == "table" {
+		return nil
+	}
+	if len(stored) == 1 {
+		return a.emit(stored[0], nil)
+	}
+	return a.emit(stored, nil)
+}
+
+// currentVIP returns the VIP as stored, and whether it exists.
+func (a *app) currentVIP(cmd *cobra.Command, name string) (registry.VIP, bool, error) {
+	v, err := a.client().GetVIP(cmd.Context(), name)
+	var apiErr *api.Error
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+		return registry.VIP{}, false, nil
+	}
+	return v, err == nil, err
+}
+
+func applyVerb(created, unchanged, dryRun bool) string {
+	verb := "configured"
+	switch {
+	case created:
+		verb = "created"
+	case unchanged:
+		verb = "unchanged"
+	}
+	if dryRun && verb != "unchanged" {
+		verb = "would be " + verb
+	}
+	return verb
+}
+
+// vipPlan is what applying one document would do.
+type vipPlan struct {
+	Name   string       `json:"name"`
+	Action string       `json:"action"` // create, configure or none
+	Policy registry.VIP `json:"vip"`
+}
+
+// planVIPs says what applying docs would do, changing nothing.
+func (a *app) planVIPs(cmd *cobra.Command, docs []vipDocument) error {
+	plans := make([]vipPlan, 0, len(docs))
+	for _, d := range docs {
+		cur, found, err := a.currentVIP(cmd, d.vip.Name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.where, err)
+		}
+		p := vipPlan{Name: d.vip.Name, Action: "configure", Policy: d.vip}
+		switch {
+		case !found:
+			p.Action = "create"
+		case cur.Policy.Equal(d.vip.Policy):
+			p.Action = "none"
+		}
+		plans = append(plans, p)
+	}
+	return a.emit(plans, func(w io.Writer) {
+		for _, p := range plans {
+			fmt.Fprintf(w, "vip/%s %s (dry run)\n", p.Name, applyVerb(p.Action == "create", p.Action == "none", true))
+		}
+	})
+}
+
+func (a *app) vipDiffCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "diff -f FILE",
+		Short: "Show what vip apply would change, field by field",
+		Long: `Compare each VIP in FILE ("-" reads stdin) with the policy in force, both
+with defaults filled in as the server keeps them, and print the differences
+as a unified diff of their YAML ("-" in force, "+" after apply). A VIP that
+does not exist yet is all "+". Every document is checked first, as vip apply
+does. Nothing is changed. -o json or yaml lists, per VIP, whether it would
+change, with both policies.`,
+		Example: `  meshctl vip diff -f payments.yaml
+  meshctl vip get payments -o yaml > p.yaml && $EDITOR p.yaml && meshctl vip diff -f p.yaml`,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			docs, err := a.readVIPDocuments(file)
+			if err != nil {
+				return err
+			}
+			return a.diffVIPs(cmd, docs)
 		}),
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", `file holding the VIPs, "-" for stdin (required)`)
 	_ = cmd.MarkFlagRequired("filename")
 	return cmd
+}
+
+// vipDiff is one VIP's difference, for -o json|yaml.
+type vipDiff struct {
+	Name    string        `json:"name"`
+	Changed bool          `json:"changed"`
+	Current *registry.VIP `json:"current"`
+	Desired registry.VIP  `json:"desired"`
+}
+
+func (a *app) diffVIPs(cmd *cobra.Command, docs []vipDocument) error {
+	diffs := make([]vipDiff, 0, len(docs))
+	var text strings.Builder
+	for _, d := range docs {
+		cur, found, err := a.currentVIP(cmd, d.vip.Name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.where, err)
+		}
+		vd := vipDiff{Name: d.vip.Name, Desired: d.vip, Changed: !found || !cur.Policy.Equal(d.vip.Policy)}
+		var before []byte
+		if found {
+			vd.Current = &cur
+			if before, err = yaml.Marshal(cur); err != nil {
+				return err
+			}
+		}
+		after, err := yaml.Marshal(d.vip)
+		if err != nil {
+			return err
+		}
+		diffs = append(diffs, vd)
+		if vd.Changed {
+			text.WriteString(unifiedDiff("vip/"+d.vip.Name+" (in force)", "vip/"+d.vip.Name+" ("+d.where+")", string(before), string(after)))
+		}
+	}
+	return a.emit(diffs, func(w io.Writer) {
+		if text.Len() == 0 {
+			fmt.Fprintln(w, "No differences found: applying the file would change nothing.")
+			return
+		}
+		fmt.Fprint(w, text.String())
+	})
 }
 
 func (a *app) readDocuments(file string) ([][]byte, error) {
@@ -84,40 +299,6 @@ func (a *app) readDocuments(file string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s holds no VIP; write one such as \"name: payments\"", file)
 	}
 	return docs, nil
-}
-
-func (a *app) applyVIPs(cmd *cobra.Command, file string, docs [][]byte) error {
-	var stored []registry.VIP
-	for n, doc := range docs {
-		where := file
-		if len(docs) > 1 {
-			where = fmt.Sprintf("%s, document %d", file, n+1)
-		}
-		name, err := vipName(doc)
-		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		v, created, err := a.client().ApplyVIP(cmd.Context(), name, contentType(doc), doc)
-		if err != nil {
-			if len(docs) > 1 {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			return err
-		}
-		stored = append(stored, v)
-		a.printCallerWarning(v)
-		if a.output == "table" {
-			fmt.Fprintf(a.stdout, "vip/%s %s\n", v.Name, map[bool]string{true: "created", false: "configured"}[created])
-			a.printProxylessNotes(v.Policy)
-		}
-	}
-	if a.output == "table" {
-		return nil
-	}
-	if len(stored) == 1 {
-		return a.emit(stored[0], nil)
-	}
-	return a.emit(stored, nil)
 }
 
 // splitDocuments splits a YAML stream at "---" lines and drops empty documents.
@@ -241,6 +422,10 @@ func (a *app) vipListCommand() *cobra.Command {
 			if vips == nil {
 				vips = []registry.VIP{}
 			}
+			if len(vips) == 0 && a.output == "table" {
+				fmt.Fprintln(a.stdout, "No VIPs found: apply one with meshctl vip apply -f FILE.")
+				return nil
+			}
 			return a.emit(vips, vipTable(vips))
 		}),
 	}
@@ -258,8 +443,9 @@ registered: deregister them first (meshctl instance list NAME).`,
 			if err := a.client().DeleteVIP(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "vip/%s deleted\n", args[0])
-			return nil
+			return a.emit(deleted{Kind: "vip", VIP: args[0], Deleted: true}, func(w io.Writer) {
+				fmt.Fprintf(w, "vip/%s deleted\n", args[0])
+			})
 		}),
 	}
 }
@@ -285,6 +471,10 @@ answer "does the control plane see my instances, and does any proxy use them?"`,
 				if len(args) == 0 || slices.Contains(args, s.Name) {
 					shown = append(shown, s)
 				}
+			}
+			if len(shown) == 0 && a.output == "table" {
+				fmt.Fprintln(a.stdout, "No VIPs found: the control plane knows none"+map[bool]string{true: " of those named", false: " yet"}[len(args) > 0]+".")
+				return nil
 			}
 			return a.emit(shown, vipStatTable(shown))
 		}),

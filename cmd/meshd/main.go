@@ -28,6 +28,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/config"
 	"github.com/prisma-systems/xspace-mesh/controlplane"
 	"github.com/prisma-systems/xspace-mesh/discovery"
+	"github.com/prisma-systems/xspace-mesh/internal/buildinfo"
 	"github.com/prisma-systems/xspace-mesh/ops"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/registry/consul"
@@ -64,6 +65,10 @@ func run(args []string) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Println(buildinfo.Get().String("meshd"))
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshd:", err)
 		return 2
@@ -89,6 +94,9 @@ func run(args []string) int {
 	return 0
 }
 
+// errVersion is loadConfig's answer to --version.
+var errVersion = errors.New("version requested")
+
 // loadConfig applies defaults, then the config file, then flags.
 func loadConfig(args []string) (config.Config, bool, error) {
 	fs := flag.NewFlagSet("meshd", flag.ContinueOnError)
@@ -104,8 +112,12 @@ func loadConfig(args []string) (config.Config, bool, error) {
 	level := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
+	version := fs.Bool("version", false, "print meshd's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return def, false, err
+	}
+	if *version {
+		return def, false, errVersion
 	}
 	if fs.NArg() > 0 {
 		return def, false, fmt.Errorf("unexpected argument %q; meshd takes only flags (see --help)", fs.Arg(0))
@@ -131,6 +143,7 @@ func loadConfig(args []string) (config.Config, bool, error) {
 			cfg.Log.Format = *format
 		}
 	})
+	cfg = cfg.Effective()
 	return cfg, *printCfg, cfg.Validate()
 }
 
@@ -147,7 +160,7 @@ func newLogger(c config.Log) *slog.Logger {
 // serve wires the control plane and runs it until ctx ends.
 func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 
 	backend, err := openRegistry(cfg, logger, reg)
 	if err != nil {
@@ -207,7 +220,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	httpServer := &http.Server{
 		Handler: ops.Handler(ops.Deps{
 			Logger: logger, API: api.NewHandler(store, logger), Gatherer: reg, Store: store,
-			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg, Hosts: &hosts,
+			Proxies: xdsServer, VIPs: disc, Certs: id.certs, Config: cfg, Hosts: &hosts, XDSAddress: xdsLis.Addr().String(),
 			Access: api.Access{Tokens: id.keyring, Open: cfg.HTTP.AllowUnauthenticated, OpenReads: cfg.HTTP.OpenReads},
 			Checks: map[string]func() ops.Check{
 				"registry": backend.check,

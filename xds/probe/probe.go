@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -64,6 +65,9 @@ func Resolve(ctx context.Context, conn grpc.ClientConnInterface, node *corev3.No
 // fetch subscribes to one resource and decodes the answer into out.
 func fetch(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, node *corev3.Node, typeURL, name string, out proto.Message) error {
 	err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNamesSubscribe: []string{name}})
+	if errors.Is(err, io.EOF) { // the server ended the stream: Recv says why (grpc-go's Send contract)
+		_, err = stream.Recv()
+	}
 	if err != nil {
 		return fmt.Errorf("probe: subscribe to %s: %w", name, err)
 	}

@@ -199,9 +199,9 @@ type xdsRequest interface {
 // request, checks the type and names it is about, and logs and counts it
 // if it is a NACK.
 func (s *Server) request(protocol string, id int64, req xdsRequest, names ...[]string) (*streamState, string, error) {
-	s.mu.Lock()
+	s.mu.RLock()
 	st := s.streams[streamKey{protocol, id}]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if st == nil || !st.admitted {
 		return nil, "", status.Error(codes.Internal, "unknown stream")
 	}
@@ -221,6 +221,7 @@ func (s *Server) request(protocol string, id int64, req xdsRequest, names ...[]s
 	if err := s.checkRequest(st, typeURL, names...); err != nil {
 		return nil, "", err
 	}
+	st.answered(typeURL, req, s.now)
 	if detail := req.GetErrorDetail(); detail != nil {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 		if !s.nackLog.Allow() {
@@ -299,7 +300,8 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 }
 
 // OnStreamDeltaResponse counts what is pushed.
-func (s *Server) OnStreamDeltaResponse(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	s.sent("delta", id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 	bytes := 0
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetResource().GetValue())
@@ -351,7 +353,8 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 }
 
 // OnStreamResponse counts what is pushed.
-func (s *Server) OnStreamResponse(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	s.sent("sotw", id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce())
 	bytes := 0
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetValue())

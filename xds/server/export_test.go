@@ -21,3 +21,6 @@ func SetAdmissionTokens(o *Options, t interface {
 ) {
 	o.tokens = t
 }
+
+// SyncIndex is syncIndex, the index of a type's sync entry of a stream.
+func SyncIndex(typeURL string) int { return syncIndex(typeURL) }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prisma-systems/xspace-mesh/internal/prom"
@@ -67,6 +68,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "xspace_xds_unknown_names_dropped_total",
 		Help: "Subscribed names that do not exist which the server stopped tracking for a stream holding more than xds.max_unknown_names of a type, by resource type.",
 	}, []string{"type"})
+	// Every series a stream or a response can make exists from the start,
+	// so that a rate or an alert on it sees a zero rather than nothing.
+	for _, p := range []string{"delta", "sotw"} {
+		for _, t := range []string{resource.AnyType, resource.ClusterType, resource.EndpointType} {
+			m.streams.WithLabelValues(p, typeLabel(t))
+		}
+	}
+	for _, t := range Types {
+		for _, v := range []*prometheus.CounterVec{m.pushes, m.pushedBytes, m.resources, m.nacks} {
+			v.WithLabelValues(typeLabel(t))
+		}
+	}
 	for _, r := range []string{refusedPeer, refusedQueue} {
 		m.refused.WithLabelValues(r)
 	}

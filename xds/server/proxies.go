@@ -15,6 +15,9 @@ type Proxy struct {
 	Protocol       string
 	ConnectedSince time.Time
 	Clusters       []string
+	// Types are, for each type the stream was sent, what the proxy made
+	// of it, in the order of Types.
+	Types []TypeStatus
 }
 
 // Proxies lists the connected streams, oldest first.
@@ -33,6 +36,7 @@ func (s *Server) Proxies() []Proxy {
 				clusters[name] = struct{}{}
 			}
 		}
+		types := st.syncStatus()
 		st.mu.Unlock()
 		out = append(out, Proxy{
 			NodeID:         st.node.GetId(),
@@ -41,6 +45,7 @@ func (s *Server) Proxies() []Proxy {
 			Protocol:       st.protocol,
 			ConnectedSince: st.since,
 			Clusters:       slices.Sorted(maps.Keys(clusters)),
+			Types:          types,
 		})
 	}
 	slices.SortFunc(out, func(a, b Proxy) int {

@@ -145,7 +145,7 @@ type Server struct {
 	// otherwise log once per proxy per push. The metric counts them all.
 	nackLog *rate.Limiter
 
-	mu sync.Mutex
+	mu sync.RWMutex
 	// streams are keyed by protocol and id: the delta and the
 	// state-of-the-world servers number their streams independently.
 	streams     map[streamKey]*streamState

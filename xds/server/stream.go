@@ -40,6 +40,8 @@ type streamState struct {
 	mu sync.Mutex
 	// held are the names the stream subscribes to, by type URL.
 	held map[string]*heldNames
+	// syncs are, by type (syncIndex), what its responses came to.
+	syncs [5]*typeSync
 	// prepared says Options.Nodes accepted the node. Only the stream's
 	// own request loop reads or writes it.
 	prepared bool
