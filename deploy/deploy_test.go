@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/prisma-systems/xspace-mesh/config"
+	"github.com/prisma-systems/xspace-mesh/internal/readme"
 )
 
 // installedConfig is where the unit and the image install deploy/meshd.yaml.
@@ -187,7 +188,11 @@ func jsonArray(t *testing.T, s string) []string {
 // metric meshd does not export is refused.
 func TestMonitoring(t *testing.T) {
 	metrics := filepath.Join(t.TempDir(), "metrics.txt")
-	names := append(readmeMetrics(t), "up") // up: Prometheus' own, per scrape target
+	names, err := readme.Metrics(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names = append(names, "up") // Prometheus' own, per scrape target
 	if err := os.WriteFile(metrics, []byte(strings.Join(names, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -223,25 +228,4 @@ func TestMonitoring(t *testing.T) {
 	if out, err := check(wrong); err == nil || !strings.Contains(out, "xspace_registry_selfpreservation, which meshd does not export") {
 		t.Errorf("a rule naming a metric meshd does not export: %v\n%s", err, out)
 	}
-}
-
-// readmeMetrics are the metric names of the README's "Metrics" section.
-func readmeMetrics(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(b), "\n## Metrics\n")
-	if !ok {
-		t.Fatal("README.md has no Metrics section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	names := regexp.MustCompile("`(xspace_[a-z0-9_]+)").FindAllStringSubmatch(section, -1)
-	var out []string
-	for _, m := range names {
-		out = append(out, m[1])
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/bootstrap"
 	"github.com/prisma-systems/xspace-mesh/token"
@@ -128,6 +131,9 @@ bootstrap goes to stdout, or to --out.`,
 			if err != nil {
 				return err
 			}
+			if b, err = a.bootstrapFormat(b, grpc); err != nil {
+				return err
+			}
 			if out == "" {
 				_, err = a.stdout.Write(b)
 				return err
@@ -163,6 +169,27 @@ bootstrap goes to stdout, or to --out.`,
 	f.StringVar(&keyring, "keyring", defaultKeyring, "meshd's token keyring file, read to check the token's signature when present")
 	f.StringVar(&out, "out", "", "file to write instead of stdout")
 	return cmd
+}
+
+// bootstrapFormat renders a bootstrap as -o asks: an Envoy bootstrap is
+// YAML, or JSON with -o json (Envoy reads either); gRPC reads its bootstrap
+// as JSON only.
+func (a *app) bootstrapFormat(b []byte, grpc bool) ([]byte, error) {
+	switch {
+	case grpc && a.output == "yaml":
+		return nil, usageError{"gRPC reads its xDS bootstrap as JSON only; leave -o out or use -o json"}
+	case grpc || a.output != "json":
+		return b, nil
+	}
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, j, "", "  "); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return append(indented.Bytes(), '\n'), nil
 }
 
 // readToken reads a token file written by meshctl token issue.

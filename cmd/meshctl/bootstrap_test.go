@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"github.com/prisma-systems/xspace-mesh/names"
@@ -343,5 +345,37 @@ func grpcBootstrapJSON(xds, id, cluster string) map[string]any {
 		}},
 		// locality, even empty, is what grpc-js-xds requires.
 		"node": map[string]any{"id": id, "cluster": cluster, "locality": map[string]any{}},
+	}
+}
+
+// TestBootstrapOutputFormat: -o json writes the Envoy bootstrap as JSON,
+// the same Bootstrap as the YAML; a gRPC bootstrap is JSON only.
+func TestBootstrapOutputFormat(t *testing.T) {
+	args := []string{"bootstrap", "--service", "demo", "--instance", "demo-1"}
+	var yml, js, errOut bytes.Buffer
+	if code := run(t.Context(), args, strings.NewReader(""), &yml, &errOut); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if code := run(t.Context(), append(args, "-o", "json"), strings.NewReader(""), &js, &errOut); code != exitOK {
+		t.Fatalf("-o json: exit %d: %s", code, errOut.String())
+	}
+	var fromJSON, fromYAML bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(js.Bytes(), &fromJSON); err != nil {
+		t.Fatalf("-o json is not an Envoy Bootstrap in JSON: %v\n%s", err, js.String())
+	}
+	j, err := yaml.YAMLToJSON(yml.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal(j, &fromYAML); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&fromJSON, &fromYAML) {
+		t.Error("-o json and the YAML bootstrap differ")
+	}
+	errOut.Reset()
+	grpcArgs := []string{"bootstrap", "--grpc", "--service", "demo", "-o", "yaml"}
+	if code := run(t.Context(), grpcArgs, strings.NewReader(""), io.Discard, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "JSON only") {
+		t.Errorf("--grpc -o yaml: exit %d, %q; want a usage error", code, errOut.String())
 	}
 }

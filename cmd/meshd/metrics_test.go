@@ -3,13 +3,14 @@ package main
 import (
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prisma-systems/xspace-mesh/internal/readme"
 )
 
 // TestMetricsListedInREADME: what meshd's /metrics exports the moment it
@@ -33,7 +34,10 @@ func TestMetricsListedInREADME(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (xspace_[a-z0-9_]+) `).FindAllStringSubmatch(string(b), -1) {
 		exported = append(exported, m[1])
 	}
-	listed := readmeMetricTable(t)
+	listed, err := readme.Metrics("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range exported {
 		if !slices.Contains(listed, name) {
 			t.Errorf("meshd exports %s, which the README's Metrics table does not list", name)
@@ -47,31 +51,6 @@ func TestMetricsListedInREADME(t *testing.T) {
 	if !strings.Contains(string(b), `xspace_xds_nacks_total{type="cds"} 0`) {
 		t.Error("xspace_xds_nacks_total{type=\"cds\"} is not exported at zero before the first NACK")
 	}
-}
-
-// readmeMetricTable is the metric names of the README's Metrics table.
-func readmeMetricTable(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(b), "\n## Metrics\n")
-	if !ok {
-		t.Fatal("README.md has no Metrics section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	var out []string
-	for line := range strings.Lines(section) {
-		if !strings.HasPrefix(line, "| `") { // the table, not the prose after it
-			continue
-		}
-		for _, m := range regexp.MustCompile("`(xspace_[a-z0-9_]+)").FindAllStringSubmatch(line, -1) {
-			out = append(out, m[1])
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // TestVersion: --version prints the build, as stamped with -ldflags by the
