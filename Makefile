@@ -131,8 +131,8 @@ golden: ## rewrite the golden Envoy resources (xds/translate/testdata/out) and r
 .PHONY: bench
 bench: $(BENCHSTAT) ## run the xDS benchmarks of BENCHMARKS.md (about 5 minutes) and summarize them with benchstat
 	$(GO) test -run '^$$' -bench 'OnDemandResolve|NotFound' -benchtime=2000x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee bench.out
-	$(GO) test -run '^$$' -bench 'StreamMemory' -benchtime=1x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
-	$(GO) test -run '^$$' -bench 'Fanout' -benchtime=100x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench '^BenchmarkStreamMemory$$' -benchtime=1x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench '^BenchmarkFanout$$' -benchtime=100x -count=$(BENCHCOUNT) -timeout 30m ./xds/server/ | tee -a bench.out
 	$(BENCHSTAT) bench.out
 
 .PHONY: bench-peers

@@ -33,6 +33,7 @@ import (
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/cache"
+	"github.com/prisma-systems/xspace-mesh/xds/translate"
 )
 
 // Publisher is where discovery puts the resources it builds: the xDS cache.
@@ -103,6 +104,9 @@ type Discovery struct {
 	syncs chan chan struct{}
 
 	routes *outboundRoutes
+	// templates are the cluster templates of the policies of the VIPs
+	// looked up.
+	templates *templates
 }
 
 // vip is the state of one watched VIP.
@@ -133,6 +137,9 @@ type vip struct {
 	inbound map[uint32]int
 
 	// guarded by resolveMu
+	// parts are the parts of its resources that streams asked for: only
+	// those are built and published (translate.VIPParts).
+	parts     translate.Part
 	last      registry.Service
 	found     bool
 	known     bool      // a lookup succeeded: last is the registry's answer
@@ -180,6 +187,7 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 		dirty:      make(map[string]struct{}),
 		wakeup:     make(chan struct{}, 1),
 		syncs:      make(chan chan struct{}),
+		templates:  newTemplates(),
 	}
 	d.routes = &outboundRoutes{
 		pub: pub, now: opts.Now, routes: make(map[string]registry.VIP),
@@ -204,6 +212,16 @@ func New(src registry.Source, pub Publisher, opts Options) *Discovery {
 // Release: names that are not a VIP's hold nothing, nor does a VIP that
 // does not exist when MaxNotFound others that do not exist are held.
 func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bool) {
+	return d.AcquireResource(ctx, "", cluster)
+}
+
+// AcquireResource is Acquire of the resource of one type (a type URL; ""
+// for all of them) named cluster: it returns once that resource is in the
+// cache, and builds only the part of the VIP's resources it belongs to
+// (partOf); the rest is built once a stream asks for it. An Envoy sidecar
+// asking for a cluster waits for that cluster only, not for its
+// endpoints, its other cluster or the gRPC listeners and route.
+func (d *Discovery) AcquireResource(ctx context.Context, typeURL, cluster string) (found, held bool) {
 	start := d.opts.Now()
 	name, secure, ok := names.ParseResource(cluster)
 	if !ok {
@@ -233,23 +251,29 @@ func (d *Discovery) Acquire(ctx context.Context, cluster string) (found, held bo
 		// The lookup serves every stream waiting for this VIP, so it must
 		// not end with the first one.
 		v.stop = d.src.Watch(name, func() { d.markDirty(name) })
+		v.resolveMu.Lock()
+		v.parts = partOf(typeURL, cluster).WithDependencies()
+		v.resolveMu.Unlock()
 		d.track(v, d.resolve(v))
 		close(v.ready)
-	} else if !closed(v.ready) {
-		select {
-		case <-v.ready:
-		case <-ctx.Done():
-			// The stream went away before the answer: it holds nothing.
-			d.mu.Lock()
-			if d.vips[name] == v {
-				d.unhold(v)
+	} else {
+		if !closed(v.ready) {
+			select {
+			case <-v.ready:
+			case <-ctx.Done():
+				// The stream went away before the answer: it holds nothing.
+				d.mu.Lock()
+				if d.vips[name] == v {
+					d.unhold(v)
+				}
+				d.mu.Unlock()
+				if inbound {
+					d.releaseInbound(v, appPort)
+				}
+				return false, false
 			}
-			d.mu.Unlock()
-			if inbound {
-				d.releaseInbound(v, appPort)
-			}
-			return false, false
 		}
+		d.demand(v, partOf(typeURL, cluster))
 	}
 	if !first && newPort {
 		d.publishInbound(v, appPort)

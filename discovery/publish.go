@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -61,7 +63,7 @@ func (d *Discovery) lookup(v *vip) {
 	}
 	first := !v.known
 	v.last, v.found, v.known = svc, err == nil, true
-	d.publish(v.name, translate.VIP(v.name, svc, v.found))
+	d.publish(v.name, translate.VIPParts(v.name, svc, v.found, v.parts, d.templates))
 	d.publishCallers(v, first)
 }
 
@@ -100,7 +102,7 @@ func (d *Discovery) publishSet(name string, set translate.Set) {
 func items(rs []translate.Resource) []cache.Item {
 	out := make([]cache.Item, len(rs))
 	for i, r := range rs {
-		out[i] = cache.Item{TypeURL: r.TypeURL, Name: r.Name, Msg: r.Msg}
+		out[i] = cache.Item{TypeURL: r.TypeURL, Name: r.Name, Msg: r.Msg, Encoded: r.Encoded, Independent: r.Independent}
 	}
 	return out
 }
@@ -146,4 +148,97 @@ func (d *Discovery) Watched() []WatchedVIP {
 		v.resolveMu.Unlock()
 	}
 	return out
+}
+
+// partOf is the part of its VIP's resources a resource of typeURL named
+// name belongs to: none for a name no resource of that type has (a
+// listener named like a secure cluster), all of them for "" (any type).
+func partOf(typeURL, name string) translate.Part {
+	vip, secure, _ := names.ParseResource(name)
+	plain := name == names.Cluster(vip, false)
+	switch typeURL {
+	case resource.ClusterType:
+		switch {
+		case secure:
+			return translate.SecureClusterPart
+		case plain:
+			return translate.PlainClusterPart
+		}
+		return 0
+	case resource.EndpointType:
+		switch {
+		case secure:
+			return translate.SecureEndpointsPart
+		case plain:
+			return translate.PlainEndpointsPart
+		}
+		return 0
+	case resource.RouteType:
+		if plain {
+			return translate.ProxylessPart
+		}
+		return 0
+	case resource.ListenerType:
+		if !secure {
+			return translate.ProxylessPart
+		}
+		return 0
+	}
+	return translate.AllParts
+}
+
+// demand makes sure a part of a VIP's resources is published, built from
+// its newest successful lookup (a part asked for before any lookup
+// succeeded is published by the one that does).
+func (d *Discovery) demand(v *vip, part translate.Part) {
+	v.resolveMu.Lock()
+	defer v.resolveMu.Unlock()
+	add := part.WithDependencies() &^ v.parts
+	if add == 0 || v.forgotten {
+		return
+	}
+	v.parts |= add
+	if v.known {
+		d.publish(v.name, translate.VIPParts(v.name, v.last, v.found, add, d.templates))
+	}
+}
+
+// templates keeps a cluster template per policy, for the VIPs looked up:
+// most VIPs share a policy, and most have none (the zero policy, which
+// needs no key to be found). It forgets them all when it holds
+// maxTemplates.
+type templates struct {
+	none *translate.ClusterTemplate
+
+	mu    sync.Mutex
+	byKey map[translate.PolicyKey]*translate.ClusterTemplate
+}
+
+const maxTemplates = 1024
+
+var _ translate.Templates = (*templates)(nil)
+
+func newTemplates() *templates {
+	return &templates{
+		none:  translate.NewClusterTemplate(registry.Policy{}),
+		byKey: make(map[translate.PolicyKey]*translate.ClusterTemplate),
+	}
+}
+
+func (t *templates) Template(policy registry.Policy) *translate.ClusterTemplate {
+	if reflect.ValueOf(policy).IsZero() {
+		return t.none
+	}
+	key := translate.KeyOf(policy)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tmpl := t.byKey[key]; tmpl != nil {
+		return tmpl
+	}
+	if len(t.byKey) >= maxTemplates {
+		clear(t.byKey)
+	}
+	tmpl := translate.NewClusterTemplate(policy)
+	t.byKey[key] = tmpl
+	return tmpl
 }

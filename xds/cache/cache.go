@@ -276,26 +276,39 @@ func (c *Cache) served(typeURL string) (*typeState, bool) {
 	return newTypeState(), false
 }
 
-// Item is one resource to publish. A nil Msg publishes a tombstone: the
-// name is known not to exist, and delta subscribers are told so.
+// Item is one resource to publish. An item with neither Msg nor Encoded
+// publishes a tombstone: the name is known not to exist, and delta
+// subscribers are told so.
 type Item struct {
 	TypeURL string
 	Name    string
 	Msg     proto.Message
+	// Encoded, when set instead of Msg, is the resource's deterministic
+	// encoding (proto.MarshalOptions{Deterministic: true}), of type
+	// TypeURL, made by the caller.
+	Encoded []byte
 	// Scope, for a scoped type, limits the item to streams of that scope.
 	Scope string
+	// Independent says the item does not depend on the items before it:
+	// its version covers its own encoding only, as if it were the first
+	// item of its update (see Update).
+	Independent bool
 }
 
 // Update publishes items in one step and then wakes their subscribers in
 // the order given. An item's version covers its own encoding and the
-// versions of the items before it: list a resource that depends on another
-// after it (a ClusterLoadAssignment after its Cluster), and it changes, and
-// is pushed, whenever that one does. Publishing identical content again
-// changes nothing and wakes no one.
+// versions of the items before it, back to the nearest Independent one:
+// list a resource that depends on another after it (a
+// ClusterLoadAssignment after its Cluster), and it changes, and is pushed,
+// whenever that one does. Publishing identical content again changes
+// nothing and wakes no one.
 func (c *Cache) Update(items ...Item) error {
 	entries := make([]*entry, len(items))
 	deps := sha256.New()
 	for i, it := range items {
+		if it.Independent {
+			deps.Reset()
+		}
 		e, err := encode(it, deps.Sum(nil))
 		if err != nil {
 			return err
@@ -377,22 +390,25 @@ func (c *Cache) wake(ts *typeState, key string) {
 // encode serializes an item once, deterministically, and derives its version
 // from the bytes and deps (the versions of the items it depends on).
 func encode(it Item, deps []byte) (*entry, error) {
-	if it.Msg == nil {
+	b := it.Encoded
+	switch {
+	case it.Msg == nil && b == nil:
 		return absentEntry, nil
-	}
-	typeURL := "type.googleapis.com/" + string(it.Msg.ProtoReflect().Descriptor().FullName())
-	if typeURL != it.TypeURL {
-		return nil, fmt.Errorf("cache: %q is a %s, not a %s", it.Name, typeURL, it.TypeURL)
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(it.Msg)
-	if err != nil {
-		return nil, fmt.Errorf("cache: encode %q: %w", it.Name, err)
+	case it.Msg != nil:
+		typeURL := "type.googleapis.com/" + string(it.Msg.ProtoReflect().Descriptor().FullName())
+		if typeURL != it.TypeURL {
+			return nil, fmt.Errorf("cache: %q is a %s, not a %s", it.Name, typeURL, it.TypeURL)
+		}
+		var err error
+		if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(it.Msg); err != nil {
+			return nil, fmt.Errorf("cache: encode %q: %w", it.Name, err)
+		}
 	}
 	h := sha256.New()
 	h.Write(b)
 	h.Write(deps)
 	version := hex.EncodeToString(h.Sum(nil)[:8])
-	a := &anypb.Any{TypeUrl: typeURL, Value: b}
+	a := &anypb.Any{TypeUrl: it.TypeURL, Value: b}
 	return &entry{
 		version: version,
 		delta:   &discoveryv3.Resource{Name: it.Name, Version: version, Resource: a},

@@ -57,13 +57,31 @@ func (c *Cache) CloseStream(node *corev3.Node) {
 	}
 }
 
+// Waiting counts the streams opened with OpenStream whose watch of a type
+// is open: every request of theirs of that type was handled, and they wait
+// for a change. It is for debugging and benchmarks, and looks at every
+// such stream.
+func (c *Cache) Waiting(typeURL string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	if ts := c.types[typeURL]; ts != nil {
+		for _, w := range ts.kept {
+			if w.active {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // keptWatch creates or updates the kept watch of a stream's request and
 // answers it if there is anything to say. Called with c.mu held.
 func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) func() {
 	node := req.GetNode()
 	w := ts.kept[node]
 	if w == nil {
-		w = &deltaWatch{kept: true, indexed: map[string]struct{}{}, pending: map[string]struct{}{}}
+		w = &deltaWatch{kept: true, indexed: map[string]struct{}{}}
 		ts.kept[node] = w
 		ts.kept = shrink.Map(ts.kept, &ts.keptPeak)
 		forEachName(sub, ts.implied(node, sub), func(name string, _ bool) { w.track(ts, node, name) })
@@ -99,7 +117,7 @@ func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcach
 
 // track indexes a name the watch looks at, and marks it to be looked at.
 func (w *deltaWatch) track(ts *typeState, node *corev3.Node, name string) {
-	w.pending[name] = struct{}{}
+	w.mark(name)
 	if _, ok := w.indexed[name]; ok {
 		return
 	}
@@ -139,7 +157,7 @@ func (c *Cache) keptResponse(ts *typeState, w *deltaWatch, fresh bool) *deltaRes
 	}
 	resp := c.respond(ts, w.req, w.sub, implied, fresh, true, names)
 	if resp != nil {
-		clear(w.pending)
+		w.pending = nil
 		w.active = false
 	}
 	return resp
@@ -153,13 +171,23 @@ func (c *Cache) wakeKept(ts *typeState, w *deltaWatch, key string) {
 	if ts.scope != nil {
 		name = key[strings.IndexByte(key, 0)+1:]
 	}
-	w.pending[name] = struct{}{}
+	w.mark(name)
 	if !w.active {
 		return
 	}
 	if resp := c.keptResponse(ts, w, false); resp != nil {
 		w.ch <- resp
 	}
+}
+
+// mark remembers a name to look at. The set exists only while a name is
+// pending: an idle stream, most of them, keeps none (a cleared map keeps
+// its buckets).
+func (w *deltaWatch) mark(name string) {
+	if w.pending == nil {
+		w.pending = make(map[string]struct{})
+	}
+	w.pending[name] = struct{}{}
 }
 
 func containsName(names []string, name string) bool {

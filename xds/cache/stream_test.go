@@ -74,6 +74,37 @@ func TestKeptWatchAnswersWhatChanged(t *testing.T) {
 	s.expect([]string{"ghost.vip"}, nil)
 }
 
+// TestWaitingCountsHandledStreams: a stream waits for a change once the
+// request after its last response (its ACK) is handled, and no longer
+// once a change was sent to it.
+func TestWaitingCountsHandledStreams(t *testing.T) {
+	c := newCache()
+	update(t, c, cluster("a.vip", time.Second))
+	s1 := openKept(t, c, cds, &corev3.Node{Id: "n1"})
+	s2 := openKept(t, c, cds, &corev3.Node{Id: "n2"})
+	for _, s := range []*keptStream{s1, s2} {
+		s.send([]string{"a.vip"}, nil)
+		s.expect([]string{"a.vip"}, nil)
+	}
+	if n := c.Waiting(cds); n != 0 {
+		t.Fatalf("%d streams wait before their ACKs, want 0", n)
+	}
+	s1.send(nil, nil)
+	if n := c.Waiting(cds); n != 1 {
+		t.Fatalf("%d streams wait after one ACK, want 1", n)
+	}
+	s2.send(nil, nil)
+	if n := c.Waiting(cds); n != 2 {
+		t.Fatalf("%d streams wait after both ACKs, want 2", n)
+	}
+	update(t, c, cluster("a.vip", 2*time.Second))
+	s1.expect([]string{"a.vip"}, nil)
+	s2.expect([]string{"a.vip"}, nil)
+	if n := c.Waiting(cds); n != 0 || c.Waiting(eds) != 0 {
+		t.Fatalf("%d streams wait after a change was sent to both, want 0", n)
+	}
+}
+
 // TestKeptWatchOfScopedType: a kept watch of a scoped type is woken by the
 // items of its own scope only.
 func TestKeptWatchOfScopedType(t *testing.T) {

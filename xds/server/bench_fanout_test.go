@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -98,7 +99,7 @@ func BenchmarkFanout(b *testing.B) {
 	b.Run("server=child", func(b *testing.B) {
 		raiseFDLimit(b, fanoutStreams+256)
 		p := startServerProcess(b, 0)
-		benchFanout(b, p.xds, p.register, func() int64 { return p.cpu(b) })
+		benchFanout(b, p.xds, p.register, func() int { return p.waiting(b, eds) }, func() int64 { return p.cpu(b) })
 	})
 	b.Run("server=inprocess", func(b *testing.B) {
 		raiseFDLimit(b, 2*fanoutStreams+256)
@@ -109,7 +110,7 @@ func BenchmarkFanout(b *testing.B) {
 				tb.Fatal(err)
 			}
 			return start
-		}, nil)
+		}, func() int { return m.cache.Waiting(eds) }, nil)
 	})
 }
 
@@ -117,10 +118,12 @@ func BenchmarkFanout(b *testing.B) {
 // returns when the write started.
 type registerFunc func(tb testing.TB, inst registry.Instance) time.Time
 
-// benchFanout runs the fan-out against a control plane at addr. When
-// serverCPU is not nil it reads the server's CPU time, and the benchmark
-// also reports the server's CPU time per stream and change.
-func benchFanout(b *testing.B, addr string, register registerFunc, serverCPU func() int64) {
+// benchFanout runs the fan-out against a control plane at addr. waiting
+// counts the server's streams that wait for a change of their endpoints
+// (cache.Cache.Waiting). When serverCPU is not nil it reads the server's
+// CPU time, and the benchmark also reports the server's CPU time per
+// stream and change.
+func benchFanout(b *testing.B, addr string, register registerFunc, waiting func() int, serverCPU func() int64) {
 	const vip = "fanout"
 	instance := func(id, addr string) registry.Instance {
 		return registry.Instance{VIP: vip, ID: id, Address: addr, Port: 8080, Status: registry.StatusUp, Zone: "zone-a"}
@@ -163,14 +166,28 @@ func benchFanout(b *testing.B, addr string, register registerFunc, serverCPU fun
 				b.Fatalf("iteration %d: %d of %d streams received the change within 10s", iter, n, fanoutStreams)
 			}
 		}
+		// The next change once the server handled every stream's ACK of
+		// this one: each stream then waits for a change again.
 		b.StopTimer()
-		time.Sleep(20 * time.Millisecond)
+		acked(b, iter, waiting)
 		b.StartTimer()
 	}
 	lat.report(b, time.Millisecond, "ms")
 	if serverCPU != nil {
 		b.ReportMetric(float64(serverCPU()-cpu0)/1e3/float64(iter*fanoutStreams), "server-cpu-µs/push")
 	}
+}
+
+// acked waits until every fan-out stream waits for a change of its
+// endpoints, with every request it sent (its ACKs) handled.
+func acked(b *testing.B, iter int, waiting func() int) {
+	b.Helper()
+	await.Within(b, time.Minute, fmt.Sprintf("the ACKs of change %d", iter), func() error {
+		if n := waiting(); n < fanoutStreams {
+			return fmt.Errorf("%d of %d streams wait for a change", n, fanoutStreams)
+		}
+		return nil
+	})
 }
 
 // fanoutSidecar subscribes like Envoy (CDS, then EDS for the cluster),

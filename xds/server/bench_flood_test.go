@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
@@ -239,12 +240,12 @@ func BenchmarkAdmissionUnderFlood(b *testing.B) {
 		b.Fatal(err)
 	}
 	startFloodProcess(b, m.addr)
-	for deadline := time.Now().Add(time.Minute); metricValue(b, m.reg, "xspace_xds_admission_waiting_streams") < server.DefaultMaxWaitingStreams; {
-		if time.Now().After(deadline) {
-			b.Fatal("the flood did not fill the admission queue within a minute")
+	await.Within(b, time.Minute, "the flood to fill the admission queue", func() error {
+		if n := metricValue(b, m.reg, "xspace_xds_admission_waiting_streams"); n < server.DefaultMaxWaitingStreams {
+			return fmt.Errorf("%v streams waiting", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	var lat latencies
 	for b.Loop() {
 		start := time.Now()

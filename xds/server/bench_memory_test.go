@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/prisma-systems/xspace-mesh/names"
 )
@@ -54,9 +53,7 @@ func benchStreamMemory(b *testing.B, streams int) {
 		}
 		conns := openProxies(b, ctx, srv.xds, streams)
 		b.StopTimer()
-		// Let the server process the last ACKs (they re-arm the watches).
-		time.Sleep(time.Second)
-		held := srv.mem(b)
+		held := srv.settled(b)
 		if held.Streams != streams {
 			b.Fatalf("server holds %d streams, want %d", held.Streams, streams)
 		}

@@ -4,7 +4,9 @@ package server_test
 
 import (
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,13 +32,26 @@ const peerVIPs = 10_000
 // peerSet is one child process per peer.
 type peerSet map[string]*serverProcess
 
+// startPeers starts the peers. The children's profiles
+// (XSPACE_BENCH_SERVER_CPUPROFILE, XSPACE_BENCH_SERVER_HEAPPROFILE) go to
+// the file named plus ".<benchmark>.<peer>" (peerProfile).
 func startPeers(b *testing.B) peerSet {
 	b.Helper()
 	ps := peerSet{}
 	for _, p := range peerNames {
-		ps[p] = startPeerProcess(b, p, peerVIPs)
+		var env []string
+		if path := os.Getenv(cpuProfileEnv); path != "" {
+			env = append(env, cpuProfileEnv+"="+peerProfile(b, path, p))
+		}
+		ps[p] = startPeerProcess(b, p, peerVIPs, env...)
 	}
 	return ps
+}
+
+// peerProfile is where a peer's profile goes in this benchmark: path plus
+// ".PeersCDS.meshd", say. Each -count overwrites the one before.
+func peerProfile(b *testing.B, path, peer string) string {
+	return path + "." + strings.TrimPrefix(b.Name(), "Benchmark") + "." + peer
 }
 
 // rotation lists the peers starting with the i-th, so that no peer is
@@ -175,7 +190,10 @@ func BenchmarkPeersStreamMemory(b *testing.B) {
 			base := srv.memAt(b, "/mem?free=1")
 			conns := openProxies(b, b.Context(), srv.xds, streams)
 			b.StopTimer()
-			held := srv.waitGoroutinesSettle(b)
+			held := srv.settled(b)
+			if path := os.Getenv(heapProfileEnv); path != "" {
+				srv.heapProfile(b, peerProfile(b, path, p))
+			}
 			rss[p] += (float64(held.RSS) - float64(base.RSS)) / streams
 			heap[p] += (float64(held.HeapInuse+held.StackInuse) - float64(base.HeapInuse+base.StackInuse)) / streams
 			closeAll(conns)
@@ -190,22 +208,6 @@ func BenchmarkPeersStreamMemory(b *testing.B) {
 	}
 	reportRatios(b, "rss-B/stream", rss)
 	reportRatios(b, "heap+stack-B/stream", heap)
-}
-
-// waitGoroutinesSettle reads the child's memory once its goroutine count
-// stopped changing: the last ACKs of the streams are handled.
-func (p *serverProcess) waitGoroutinesSettle(b *testing.B) memReport {
-	b.Helper()
-	last := p.mem(b)
-	for range 100 {
-		time.Sleep(50 * time.Millisecond) // polling the child: no event to wait for
-		r := p.mem(b)
-		if r.Goroutines == last.Goroutines {
-			return r
-		}
-		last = r
-	}
-	return last
 }
 
 // BenchmarkPeersFanout: 1,000 streams per peer, each on its own connection,

@@ -27,6 +27,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 
+	"github.com/prisma-systems/xspace-mesh/internal/await"
 	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 )
@@ -40,8 +41,8 @@ const (
 	// heapProfileEnv names a file for the child's heap profile, taken while
 	// it holds the streams (go tool pprof -sample_index=inuse_space FILE).
 	heapProfileEnv = "XSPACE_BENCH_SERVER_HEAPPROFILE"
-	// cpuProfileEnv names a file for the child's CPU profile over its
-	// whole life.
+	// cpuProfileEnv names a file for the child's CPU profile, from the
+	// moment it is ready until it exits.
 	cpuProfileEnv = "XSPACE_BENCH_SERVER_CPUPROFILE"
 	// memPoolVIPs is the pool the streams' clusters come from.
 	memPoolVIPs = 1000
@@ -67,28 +68,14 @@ type memReport struct {
 // TestBenchServerProcess is not a test: benchmarks run the test binary
 // again with only this selected. It serves a mesh on loopback with VIPs
 // svc-00000... registered, prints "ready <xds addr> <http addr>", answers
-// GET /mem, GET /cpu, GET /heap and POST /register on the HTTP address, and exits
+// GET /mem, GET /cpu, GET /waiting, GET /heap and POST /register on the HTTP address, and exits
 // when its stdin closes. With XSPACE_BENCH_SERVER_CPUPROFILE=FILE it
-// writes its CPU profile there.
+// writes there its CPU profile from the moment it is ready (after its
+// VIPs are registered) until it exits.
 func TestBenchServerProcess(t *testing.T) {
 	vips, err := strconv.Atoi(os.Getenv(serverProcessEnv))
 	if err != nil {
 		t.Skip("server process of the benchmarks")
-	}
-	if path := os.Getenv(cpuProfileEnv); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			if err := f.Close(); err != nil {
-				t.Error(err)
-			}
-		}()
 	}
 	kind := os.Getenv(peerEnv)
 	var (
@@ -143,6 +130,15 @@ func TestBenchServerProcess(t *testing.T) {
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, cpuTime())
 	})
+	// GET /waiting?type=URL counts meshd's streams waiting for a change of
+	// that type, every request of theirs handled (cache.Cache.Waiting).
+	mux.HandleFunc("GET /waiting", func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		if m != nil {
+			n = m.cache.Waiting(r.URL.Query().Get("type"))
+		}
+		fmt.Fprint(w, n)
+	})
 	mux.HandleFunc("GET /heap", func(w http.ResponseWriter, _ *http.Request) {
 		runtime.GC()
 		_ = pprof.Lookup("heap").WriteTo(w, 0)
@@ -169,6 +165,22 @@ func TestBenchServerProcess(t *testing.T) {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	defer func() { _ = hs.Close() }()
+	// The profile starts once the VIPs are registered: it is of serving.
+	if path := os.Getenv(cpuProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
 	fmt.Printf("ready %s %s\n", xds, lis.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
@@ -208,11 +220,13 @@ func startServerProcess(tb testing.TB, vips int) *serverProcess {
 }
 
 // startPeerProcess is startServerProcess for a peer: meshd, stock or floor
-// (peers_test.go).
-func startPeerProcess(tb testing.TB, peer string, vips int) *serverProcess {
+// (peers_test.go). env is added to the child's environment, overriding
+// this process's.
+func startPeerProcess(tb testing.TB, peer string, vips int, env ...string) *serverProcess {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServerProcess$")
 	cmd.Env = append(os.Environ(), serverProcessEnv+"="+strconv.Itoa(vips), peerEnv+"="+peer)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -273,17 +287,30 @@ func (p *serverProcess) memAt(tb testing.TB, path string) memReport {
 // cpu is the user and system CPU time the child has used, in ns.
 func (p *serverProcess) cpu(tb testing.TB) int64 {
 	tb.Helper()
-	body := p.get(tb, "/cpu")
+	return p.number(tb, "/cpu")
+}
+
+// waiting is how many of the child's streams wait for a change of typeURL
+// with every request of theirs handled (GET /waiting).
+func (p *serverProcess) waiting(tb testing.TB, typeURL string) int {
+	tb.Helper()
+	return int(p.number(tb, "/waiting?type="+url.QueryEscape(typeURL)))
+}
+
+// number is the integer the child answers at path.
+func (p *serverProcess) number(tb testing.TB, path string) int64 {
+	tb.Helper()
+	body := p.get(tb, path)
 	defer func() { _ = body.Close() }()
 	b, err := io.ReadAll(body)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ns, err := strconv.ParseInt(string(b), 10, 64)
+	n, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("GET %s: %q: %v", path, b, err)
 	}
-	return ns
+	return n
 }
 
 func (p *serverProcess) heapProfile(tb testing.TB, path string) {
@@ -323,22 +350,40 @@ func (p *serverProcess) register(tb testing.TB, inst registry.Instance) time.Tim
 	return time.Unix(0, ns)
 }
 
-// waitStreams polls the server until it holds want streams and at most a
+// waitStreams waits until the server holds want streams and at most a
 // few more goroutines than maxGoroutines.
 func (p *serverProcess) waitStreams(tb testing.TB, want, maxGoroutines int) {
 	tb.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	what := fmt.Sprintf("%d streams and about %d goroutines", want, maxGoroutines)
+	await.Within(tb, time.Minute, what, func() error {
 		r := p.mem(tb)
 		if r.Streams == want && r.Goroutines <= maxGoroutines+10 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("server holds %d streams and %d goroutines, want %d streams and about %d goroutines",
-				r.Streams, r.Goroutines, want, maxGoroutines)
+		return fmt.Errorf("server holds %d streams and %d goroutines", r.Streams, r.Goroutines)
+	})
+}
+
+// settled reads the child's memory once what its streams sent is handled.
+// Nothing the child reports counts the requests it handled (an ACK, which
+// re-arms a watch, changes no count), so this is the first read whose
+// goroutine count equals the previous read's: every stream's goroutines
+// are started, and its last ACK, sent before openProxies returned, takes
+// microseconds against the milliseconds of a read (two GCs).
+func (p *serverProcess) settled(tb testing.TB) memReport {
+	tb.Helper()
+	last := p.mem(tb)
+	await.Within(tb, time.Minute, "the server's goroutines to settle", func() error {
+		r := p.mem(tb)
+		if r.Goroutines == last.Goroutines {
+			last = r
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		err := fmt.Errorf("%d goroutines, then %d", last.Goroutines, r.Goroutines)
+		last = r
+		return err
+	})
+	return last
 }
 
 // holdClusters is one proxy holding its clusters: its own connection and a

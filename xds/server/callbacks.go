@@ -97,7 +97,7 @@ func (s *Server) acquire(st *streamState, typeURL, name string) (found, ref bool
 	if foreignInboundRoute(st, typeURL, name) {
 		return false, false
 	}
-	return s.resolver.Acquire(st.ctx, name)
+	return s.resolver.AcquireResource(st.ctx, typeURL, name)
 }
 
 // foreignInboundRoute reports whether name is the inbound route of a

@@ -41,11 +41,12 @@ var Types = []string{
 
 // Resolver makes a cluster's resources ready in the cache before a stream's
 // subscription is answered, and lets go of them when no longer needed.
-// Acquire reports whether the name exists and whether the caller now holds
-// a reference, to be given back with one Release. Found reports whether a
-// name exists now.
+// AcquireResource makes the resource of one type ready (and may leave the
+// name's resources of other types for later); it reports whether the name
+// exists and whether the caller now holds a reference, to be given back
+// with one Release. Found reports whether a name exists now.
 type Resolver interface {
-	Acquire(ctx context.Context, cluster string) (found, held bool)
+	AcquireResource(ctx context.Context, typeURL, name string) (found, held bool)
 	Release(cluster string)
 	Found(cluster string) bool
 }

@@ -61,11 +61,29 @@ func Cluster(v registry.VIP) *clusterv3.Cluster {
 }
 
 func cluster(vip string, p registry.Policy, secure bool) *clusterv3.Cluster {
+	c := clusterPolicy(p)
+	setClusterNames(c, vip, p, secure)
+	return c
+}
+
+// setClusterNames sets the fields of a VIP's cluster that name the VIP:
+// its name and its endpoints' name (with the discovery type that goes with
+// them), and a secure cluster's TLS transport socket. No other field
+// depends on the VIP's name (ClusterTemplate relies on it).
+func setClusterNames(c *clusterv3.Cluster, vip string, p registry.Policy, secure bool) {
 	name := names.Cluster(vip, secure)
+	c.Name = name
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	c.EdsClusterConfig = edsConfig(name)
+	if secure {
+		c.TransportSocket = upstreamTransportSocket(vip, p.Protocol)
+	}
+}
+
+// clusterPolicy is a cluster's fields that depend on its VIP's policy
+// only.
+func clusterPolicy(p registry.Policy) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
-		Name:                          name,
-		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:              edsConfig(name),
 		ConnectTimeout:                duration(p.Timeouts.Connect),
 		LbPolicy:                      lbPolicy(p.LoadBalancing),
 		CircuitBreakers:               circuitBreakers(p.CircuitBreakers, p.Retries),

@@ -28,12 +28,16 @@ func SecureCluster(v registry.VIP) *clusterv3.Cluster {
 
 // secureCluster is SecureCluster of a normalized policy.
 func secureCluster(vip string, p registry.Policy) *clusterv3.Cluster {
-	c := cluster(vip, p, true)
-	c.TransportSocket = &corev3.TransportSocket{
+	return cluster(vip, p, true)
+}
+
+// upstreamTransportSocket is the TLS transport socket of a VIP's secure
+// cluster.
+func upstreamTransportSocket(vip string, proto registry.Protocol) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
 		Name:       "envoy.transport_sockets.tls",
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyproto.Any(upstreamTLS(vip, p.Protocol))},
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyproto.Any(upstreamTLS(vip, proto))},
 	}
-	return c
 }
 
 func upstreamTLS(vip string, proto registry.Protocol) *tlsv3.UpstreamTlsContext {

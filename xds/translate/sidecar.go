@@ -175,12 +175,40 @@ func OutboundRouteConfiguration(vips []registry.VIP) *routev3.RouteConfiguration
 // defaults, so that sidecars need a route of its own to apply it.
 func HasOwnRoute(v registry.VIP) bool { return hasOwnRoute(v.Policy.Normalize()) }
 
-// hasOwnRoute is HasOwnRoute of a normalized policy.
+// defaultPolicy is the platform defaults, normalized.
+var defaultPolicy = registry.Policy{}.Normalize()
+
+// hasOwnRoute is HasOwnRoute of a normalized policy. It runs at every
+// lookup of a VIP, so it compares without allocating.
 func hasOwnRoute(p registry.Policy) bool {
-	d := registry.Policy{}.Normalize()
-	// Retry conditions are a set: their order means nothing to Envoy.
+	d := defaultPolicy
 	return p.LoadBalancing.Hashed() || p.Timeouts.Request != d.Timeouts.Request || p.Retries.Attempts != d.Retries.Attempts ||
-		p.Retries.PerTry != d.Retries.PerTry || !slices.Equal(slices.Sorted(slices.Values(p.Retries.On)), slices.Sorted(slices.Values(d.Retries.On)))
+		p.Retries.PerTry != d.Retries.PerTry || !sameSet(p.Retries.On, d.Retries.On)
+}
+
+// sameSet reports whether a and b hold the same strings as many times
+// each, in any order: retry conditions are a set, whose order means
+// nothing to Envoy.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, s := range a {
+		if count(a, s) != count(b, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, e := range list {
+		if e == s {
+			n++
+		}
+	}
+	return n
 }
 
 // outboundRoute routes by the cluster header with p's timeout, retries and
