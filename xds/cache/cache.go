@@ -101,14 +101,17 @@ func forEachName(sub gcpcache.Subscription, implied []string, fn func(name strin
 // scope, then unscoped. In a scoped type every key, the shared ones too,
 // is scope + NUL + name, so no name a client chooses can reach into another
 // scope: a scope is a service name, which holds no NUL.
-func (ts *typeState) keys(node *corev3.Node, name string) []string {
+//
+// They are returned in an array, with how many there are, rather than in a
+// slice made for every name looked at.
+func (ts *typeState) keys(node *corev3.Node, name string) (keys [2]string, n int) {
 	if ts.scope == nil {
-		return []string{name}
+		return [2]string{name}, 1
 	}
 	if s := ts.scope(node); s != "" {
-		return []string{scopedKey(s, name), scopedKey("", name)}
+		return [2]string{scopedKey(s, name), scopedKey("", name)}, 2
 	}
-	return []string{scopedKey("", name)}
+	return [2]string{scopedKey("", name)}, 1
 }
 
 // key is where an item is stored.
@@ -121,7 +124,8 @@ func (ts *typeState) key(it Item) string {
 
 // lookup returns what a stream with node sees under name, or nil (unknown).
 func (ts *typeState) lookup(node *corev3.Node, name string) *entry {
-	for _, k := range ts.keys(node, name) {
+	keys, n := ts.keys(node, name)
+	for _, k := range keys[:n] {
 		if e := ts.resources[k]; e != nil {
 			return e
 		}
@@ -419,7 +423,8 @@ func encode(it Item, deps []byte) (*entry, error) {
 // index adds w to the watches of every key its subscribed names look at.
 func index[W comparable](x *watchIndex[W], ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
-		for _, k := range ts.keys(node, name) {
+		keys, n := ts.keys(node, name)
+		for _, k := range keys[:n] {
 			x.add(k, w)
 		}
 	})
@@ -428,7 +433,8 @@ func index[W comparable](x *watchIndex[W], ts *typeState, node *corev3.Node, sub
 // unindex removes w from the watches of every key it was indexed under.
 func unindex[W comparable](x *watchIndex[W], ts *typeState, node *corev3.Node, sub gcpcache.Subscription, w W) {
 	forEachName(sub, ts.implied(node, sub), func(name string, _ bool) {
-		for _, k := range ts.keys(node, name) {
+		keys, n := ts.keys(node, name)
+		for _, k := range keys[:n] {
 			x.remove(k, w)
 		}
 	})

@@ -21,7 +21,6 @@ type deltaWatch struct {
 	// active says go-control-plane's watch is open: a change is answered
 	// at once rather than remembered in pending. Kept watches only.
 	active  bool
-	indexed map[string]struct{}
 	pending map[string]struct{}
 }
 

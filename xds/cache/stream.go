@@ -24,6 +24,16 @@ import (
 // go-control-plane touches the subscription only on the stream's own
 // goroutine, after cancelling the watch (which takes the cache's lock), and
 // the cache reads or writes it only while the watch is open.
+//
+// A kept watch keeps no list of the names it is indexed under: they are
+// the names of its subscription, plus what a wildcard means for its node.
+// go-control-plane's delta server makes a type's subscription at the
+// stream's first request of that type and changes its set of names in
+// place, on the stream's goroutine, just before each CreateDeltaWatch
+// (pkg/server/delta/v3/server.go and pkg/server/stream/v3/subscription.go,
+// v0.14.0), so the set the watch last saw is the set at CloseStream. Each
+// name a stream holds would otherwise be kept a third time (the server's
+// and go-control-plane's are the others).
 
 // OpenStream tells the cache that every request of one stream carries this
 // node object, and no other stream's does (the xDS server gives each
@@ -46,9 +56,14 @@ func (c *Cache) CloseStream(node *corev3.Node) {
 	c.streams = shrink.Map(c.streams, &c.streamsPeak)
 	for _, ts := range c.types {
 		if w := ts.kept[node]; w != nil {
-			for name := range w.indexed {
-				for _, k := range ts.keys(node, name) {
-					ts.delta.remove(k, w)
+			for name := range w.sub.SubscribedResources() {
+				w.untrack(ts, node, name)
+			}
+			// Names a wildcard means were tracked whenever the
+			// subscription was one; untracking is idempotent.
+			if ts.wildcard != nil {
+				for _, name := range ts.wildcard(node) {
+					w.untrack(ts, node, name)
 				}
 			}
 			delete(ts.kept, node)
@@ -81,7 +96,7 @@ func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcach
 	node := req.GetNode()
 	w := ts.kept[node]
 	if w == nil {
-		w = &deltaWatch{kept: true, indexed: map[string]struct{}{}}
+		w = &deltaWatch{kept: true}
 		ts.kept[node] = w
 		ts.kept = shrink.Map(ts.kept, &ts.keptPeak)
 		forEachName(sub, ts.implied(node, sub), func(name string, _ bool) { w.track(ts, node, name) })
@@ -115,26 +130,21 @@ func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcach
 	}
 }
 
-// track indexes a name the watch looks at, and marks it to be looked at.
+// track indexes a name the watch looks at (again: adding is idempotent),
+// and marks it to be looked at.
 func (w *deltaWatch) track(ts *typeState, node *corev3.Node, name string) {
 	w.mark(name)
-	if _, ok := w.indexed[name]; ok {
-		return
-	}
-	w.indexed[name] = struct{}{}
-	for _, k := range ts.keys(node, name) {
+	keys, n := ts.keys(node, name)
+	for _, k := range keys[:n] {
 		ts.delta.add(k, w)
 	}
 }
 
-// untrack stops looking at a name.
+// untrack stops looking at a name; a name not tracked is left alone.
 func (w *deltaWatch) untrack(ts *typeState, node *corev3.Node, name string) {
 	delete(w.pending, name)
-	if _, ok := w.indexed[name]; !ok {
-		return
-	}
-	delete(w.indexed, name)
-	for _, k := range ts.keys(node, name) {
+	keys, n := ts.keys(node, name)
+	for _, k := range keys[:n] {
 		ts.delta.remove(k, w)
 	}
 }

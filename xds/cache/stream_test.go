@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func (s *keptStream) send(subscribe, unsubscribe []string) {
 	}
 	s.sub.UpdateResourceSubscriptions(subscribe, unsubscribe)
 	req := &gcpcache.DeltaRequest{TypeUrl: s.typ, Node: s.node, ResourceNamesSubscribe: subscribe, ResourceNamesUnsubscribe: unsubscribe}
-	cancel, err := s.c.CreateDeltaWatch(req, &s.sub, s.ch)
+	// The subscription by value, as go-control-plane's delta server
+	// passes it: its names are the same map, changed in place.
+	cancel, err := s.c.CreateDeltaWatch(req, s.sub, s.ch)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -148,6 +151,46 @@ func TestCloseStreamForgetsItsWatches(t *testing.T) {
 	if len(c.streams) != 0 {
 		t.Fatal("the stream is still known")
 	}
+}
+
+// TestCloseStreamForgetsEveryNameItWatched: what a kept watch is indexed
+// under follows its subscription through subscribes, unsubscribes and a
+// wildcard turned on and off, and nothing of it is left after CloseStream,
+// while another stream's watches stay.
+func TestCloseStreamForgetsEveryNameItWatched(t *testing.T) {
+	const lds = resource.ListenerType
+	c := New([]string{cds, lds}, WithWildcard(lds, func(n *corev3.Node) []string {
+		return []string{n.GetId() + "-out", n.GetId() + "-in"}
+	}))
+	node, other := &corev3.Node{Id: "n1"}, &corev3.Node{Id: "n2"}
+	keys := func(typ string) []string { return slices.Sorted(maps.Keys(c.types[typ].delta.byKey)) }
+	cdsStream, ldsStream := openKept(t, c, cds, node), openKept(t, c, lds, node)
+	otherStream := openKept(t, c, cds, other)
+	otherStream.send([]string{"a.vip"}, nil)
+	otherStream.expect(nil, []string{"a.vip"})
+	otherStream.send(nil, nil) // ACK: it waits for a.vip
+	cdsStream.send([]string{"a.vip", "b.vip", "c.vip"}, nil)
+	cdsStream.send(nil, []string{"b.vip"})
+	cdsStream.send([]string{"d.vip"}, []string{"c.vip"})
+	if got, want := keys(cds), []string{"a.vip", "d.vip"}; !slices.Equal(got, want) {
+		t.Fatalf("cds index %v, want %v", got, want)
+	}
+	ldsStream.send([]string{"*", "extra"}, nil)
+	ldsStream.send(nil, []string{"*"})
+	if got, want := keys(lds), []string{"extra", "n1-in", "n1-out"}; !slices.Equal(got, want) {
+		t.Fatalf("lds index %v, want %v (what the wildcard meant stays indexed until the stream closes)", got, want)
+	}
+	cdsStream.cancel()
+	ldsStream.cancel()
+	c.CloseStream(node)
+	if got := keys(lds); len(got) != 0 {
+		t.Fatalf("lds index after CloseStream: %v", got)
+	}
+	if got, want := keys(cds), []string{"a.vip"}; !slices.Equal(got, want) {
+		t.Fatalf("cds index after CloseStream: %v, want the other stream's %v", got, want)
+	}
+	update(t, c, cluster("a.vip", time.Second))
+	otherStream.expect([]string{"a.vip"}, nil)
 }
 
 // TestKeptAndFreshWatchesAgree: the same requests and changes give the

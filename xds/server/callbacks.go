@@ -33,7 +33,7 @@ func (s *Server) open(ctx context.Context, id int64, typeURL, protocol string) e
 	}
 	st := &streamState{
 		id: id, protocol: protocol, kind: typeLabel(typeURL), typeURL: typeURL, ctx: ctx,
-		peer: peerOf(ctx), claims: claims, held: make(map[string]*heldNames),
+		peer: peerOf(ctx), claims: claims,
 	}
 	if err := s.admission.enter(st.peer); err != nil {
 		return err
@@ -76,10 +76,13 @@ func (s *Server) close(protocol string, id int64) {
 	s.metrics.streams.WithLabelValues(st.protocol, st.kind).Dec()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for typeURL, held := range st.held {
+	for i, held := range st.held {
+		if held == nil {
+			continue
+		}
 		for name, n := range held.names {
-			if n.ref {
-				s.release(st, typeURL, name)
+			if n.ref() {
+				s.release(st, Types[i], name)
 			}
 		}
 	}
@@ -138,10 +141,11 @@ func (s *Server) exists(st *streamState, typeURL, name string) bool {
 // state-of-the-world stream, which names all it wants in every request).
 func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string, evictOldest bool) []string {
 	st.mu.Lock()
-	held := st.held[typeURL]
+	// request checked that the type is one of Types.
+	held := st.held[typeIndex(typeURL)]
 	if held == nil {
 		held = newHeldNames()
-		st.held[typeURL] = held
+		st.held[typeIndex(typeURL)] = held
 	}
 	st.mu.Unlock()
 	var dropped, release []string
@@ -306,7 +310,7 @@ func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRe
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetResource().GetValue())
 	}
-	s.metrics.pushed(typeLabel(resp.GetTypeUrl()), len(resp.GetResources())+len(resp.GetRemovedResources()), bytes)
+	s.metrics.pushed(resp.GetTypeUrl(), len(resp.GetResources())+len(resp.GetRemovedResources()), bytes)
 }
 
 // OnStreamOpen admits a new state-of-the-world stream.
@@ -334,7 +338,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	}
 	var drop []string
 	st.mu.Lock()
-	if held := st.held[typeURL]; held != nil {
+	if held := st.held[typeIndex(typeURL)]; held != nil {
 		for name := range held.names {
 			if _, ok := wanted[name]; !ok {
 				drop = append(drop, name)
@@ -359,7 +363,7 @@ func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 	for _, r := range resp.GetResources() {
 		bytes += len(r.GetValue())
 	}
-	s.metrics.pushed(typeLabel(resp.GetTypeUrl()), len(resp.GetResources()), bytes)
+	s.metrics.pushed(resp.GetTypeUrl(), len(resp.GetResources()), bytes)
 }
 
 // OnFetchRequest refuses unary fetches (see fetchRefused); it is reached

@@ -22,5 +22,8 @@ func SetAdmissionTokens(o *Options, t interface {
 	o.tokens = t
 }
 
-// SyncIndex is syncIndex, the index of a type's sync entry of a stream.
-func SyncIndex(typeURL string) int { return syncIndex(typeURL) }
+// TypeIndex is typeIndex, the index of a type in a stream's per-type arrays.
+func TypeIndex(typeURL string) int { return typeIndex(typeURL) }
+
+// ServedTypes is servedTypes.
+const ServedTypes = servedTypes

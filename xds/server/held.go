@@ -23,15 +23,36 @@ type heldNames struct {
 	seq   uint64
 }
 
-// heldName is one held name.
-type heldName struct {
-	seq uint64
-	// ref says the name holds a resolver reference, given back on release.
-	ref bool
-	// unknown says it did not exist when subscribed and has not been seen
-	// to exist since.
-	unknown bool
+// heldName is one held name: the sequence number it was added with, and
+// two flags, in one word (a map entry of a name that every stream holds
+// costs 8 bytes less than with a struct).
+type heldName uint64
+
+const (
+	// heldRef says the name holds a resolver reference, given back on
+	// release.
+	heldRef heldName = 1 << iota
+	// heldUnknown says it did not exist when subscribed and has not been
+	// seen to exist since.
+	heldUnknown
+	heldFlags = 2 // bits below the sequence number
+)
+
+func newHeldName(seq uint64, ref, unknown bool) heldName {
+	n := heldName(seq << heldFlags)
+	if ref {
+		n |= heldRef
+	}
+	if unknown {
+		n |= heldUnknown
+	}
+	return n
 }
+
+func (n heldName) seq() uint64     { return uint64(n >> heldFlags) }
+func (n heldName) ref() bool       { return n&heldRef != 0 }
+func (n heldName) unknown() bool   { return n&heldUnknown != 0 }
+func (n heldName) known() heldName { return n &^ heldUnknown }
 
 type orderEntry struct {
 	name string
@@ -48,7 +69,7 @@ func (h *heldNames) holds(name string) bool {
 // add records a newly held name.
 func (h *heldNames) add(name string, found, ref bool) {
 	h.seq++
-	h.names[name] = heldName{seq: h.seq, ref: ref, unknown: !found}
+	h.names[name] = newHeldName(h.seq, ref, !found)
 	h.names = shrink.Map(h.names, &h.peak)
 	if !found {
 		h.unknown++
@@ -65,16 +86,16 @@ func (h *heldNames) remove(name string) (ref bool) {
 	}
 	delete(h.names, name)
 	h.names = shrink.Map(h.names, &h.peak)
-	if n.unknown {
+	if n.unknown() {
 		h.unknown--
 	}
-	return n.ref
+	return n.ref()
 }
 
 // live reports whether an order entry still stands for an unknown name.
 func (h *heldNames) live(e orderEntry) bool {
 	n, ok := h.names[e.name]
-	return ok && n.unknown && n.seq == e.seq
+	return ok && n.unknown() && n.seq() == e.seq
 }
 
 // overLimit returns the oldest unknown name while more than limit are
@@ -90,9 +111,7 @@ func (h *heldNames) overLimit(limit int, exists func(string) bool) (string, bool
 			continue
 		}
 		if exists(e.name) {
-			n := h.names[e.name]
-			n.unknown = false
-			h.names[e.name] = n
+			h.names[e.name] = h.names[e.name].known()
 			h.unknown--
 			continue
 		}

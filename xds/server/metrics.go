@@ -20,7 +20,14 @@ type metrics struct {
 	// unknownDropped counts names the server stopped tracking for a
 	// stream that held too many that do not exist.
 	unknownDropped *prometheus.CounterVec
+	// byType are the series of pushes, resources and pushedBytes of each
+	// type, by typeIndex: every response counts into them, and a series
+	// looked up by label costs a hash and a map lookup each time.
+	byType [servedTypes]pushSeries
 }
+
+// pushSeries are the push counters of one type.
+type pushSeries struct{ pushes, resources, bytes prometheus.Counter }
 
 // Reasons a stream is refused before admission, the label of
 // xspace_xds_streams_refused_total.
@@ -75,10 +82,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.streams.WithLabelValues(p, typeLabel(t))
 		}
 	}
-	for _, t := range Types {
-		for _, v := range []*prometheus.CounterVec{m.pushes, m.pushedBytes, m.resources, m.nacks} {
-			v.WithLabelValues(typeLabel(t))
-		}
+	for i, t := range Types {
+		l := typeLabel(t)
+		m.nacks.WithLabelValues(l)
+		m.byType[i] = pushSeries{m.pushes.WithLabelValues(l), m.resources.WithLabelValues(l), m.pushedBytes.WithLabelValues(l)}
 	}
 	for _, r := range []string{refusedPeer, refusedQueue} {
 		m.refused.WithLabelValues(r)
@@ -91,8 +98,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) pushed(typ string, resources, bytes int) {
-	m.pushes.WithLabelValues(typ).Inc()
-	m.resources.WithLabelValues(typ).Add(float64(resources))
-	m.pushedBytes.WithLabelValues(typ).Add(float64(bytes))
+// pushed counts a response of a type the server serves.
+func (m *metrics) pushed(typeURL string, resources, bytes int) {
+	i := typeIndex(typeURL)
+	if i < 0 {
+		return
+	}
+	m.byType[i].pushes.Inc()
+	m.byType[i].resources.Add(float64(resources))
+	m.byType[i].bytes.Add(float64(bytes))
 }

@@ -32,6 +32,9 @@ func (s *Server) Proxies() []Proxy {
 		clusters := make(map[string]struct{})
 		st.mu.Lock()
 		for _, held := range st.held {
+			if held == nil {
+				continue
+			}
 			for name := range held.names {
 				clusters[name] = struct{}{}
 			}

@@ -39,6 +39,10 @@ var Types = []string{
 	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType,
 }
 
+// servedTypes is len(Types): the size of the per-type arrays indexed by
+// typeIndex.
+const servedTypes = 5
+
 // Resolver makes a cluster's resources ready in the cache before a stream's
 // subscription is answered, and lets go of them when no longer needed.
 // AcquireResource makes the resource of one type ready (and may leave the

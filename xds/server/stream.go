@@ -38,10 +38,11 @@ type streamState struct {
 	// mu guards held, and each of its heldNames: only the stream's own
 	// request loop changes them, but Proxies reads them.
 	mu sync.Mutex
-	// held are the names the stream subscribes to, by type URL.
-	held map[string]*heldNames
-	// syncs are, by type (syncIndex), what its responses came to.
-	syncs [5]*typeSync
+	// held are the names the stream subscribes to, by type (typeIndex);
+	// made at the type's first request.
+	held [servedTypes]*heldNames
+	// syncs are, by type (typeIndex), what its responses came to.
+	syncs [servedTypes]*typeSync
 	// prepared says Options.Nodes accepted the node. Only the stream's
 	// own request loop reads or writes it.
 	prepared bool

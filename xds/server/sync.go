@@ -33,8 +33,10 @@ type typeSync struct {
 // can list every rejected resource.
 const maxNACKText = 1024
 
-// syncIndex is the index of a type's entry in streamState.sync.
-func syncIndex(typeURL string) int {
+// typeIndex is the index of a type in Types, and of its entries in a
+// stream's per-type arrays (streamState.syncs, streamState.held); -1 for a
+// type the server does not serve.
+func typeIndex(typeURL string) int {
 	switch typeURL {
 	case resource.ListenerType:
 		return 0
@@ -52,7 +54,7 @@ func syncIndex(typeURL string) int {
 
 // sent records a response about to be sent on a stream.
 func (s *Server) sent(protocol string, id int64, typeURL, version, nonce string) {
-	i := syncIndex(typeURL)
+	i := typeIndex(typeURL)
 	if i < 0 {
 		return
 	}
@@ -81,7 +83,7 @@ type versioned interface{ GetVersionInfo() string }
 // a NACK.
 func (st *streamState) answered(typeURL string, req xdsRequest, now func() time.Time) {
 	nonce := req.GetResponseNonce()
-	i := syncIndex(typeURL)
+	i := typeIndex(typeURL)
 	if nonce == "" || i < 0 {
 		return
 	}

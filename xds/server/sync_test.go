@@ -147,12 +147,16 @@ func TestProxySyncStatusSotw(t *testing.T) {
 	}
 }
 
-// TestSyncIndexFollowsTypes: a stream's sync entries are listed in the order
-// of Types, by their index; a new type must be given one.
-func TestSyncIndexFollowsTypes(t *testing.T) {
+// TestTypeIndexFollowsTypes: a stream's per-type entries (its sync states,
+// the names it holds) are kept and listed in the order of Types, by their
+// index; a new type must be given one.
+func TestTypeIndexFollowsTypes(t *testing.T) {
+	if len(server.Types) != server.ServedTypes {
+		t.Fatalf("%d types served, per-type arrays of %d", len(server.Types), server.ServedTypes)
+	}
 	for i, typ := range server.Types {
-		if got := server.SyncIndex(typ); got != i {
-			t.Errorf("SyncIndex(%s) = %d, want %d", typ, got, i)
+		if got := server.TypeIndex(typ); got != i {
+			t.Errorf("TypeIndex(%s) = %d, want %d", typ, got, i)
 		}
 	}
 }
