@@ -133,7 +133,8 @@ type vip struct {
 	// exist and MaxNotFound were tracked already.
 	untracked bool
 	// inbound counts, by app port, the references held through the VIP's
-	// inbound routes (names.InboundRoute): the routes to publish.
+	// inbound routes (names.InboundRoute): the routes to publish. Made at
+	// the first such reference.
 	inbound map[uint32]int
 
 	// guarded by resolveMu
@@ -225,7 +226,7 @@ func (d *Discovery) AcquireResource(ctx context.Context, typeURL, cluster string
 	start := d.opts.Now()
 	name, secure, ok := names.ParseResource(cluster)
 	if !ok {
-		d.metrics.lookups.WithLabelValues(resultNotFound).Inc()
+		d.metrics.looked(resultNotFound)
 		return false, false
 	}
 	_, appPort, inbound := names.ParseInboundRoute(cluster)
@@ -233,7 +234,7 @@ func (d *Discovery) AcquireResource(ctx context.Context, typeURL, cluster string
 	v := d.vips[name]
 	first := v == nil
 	if first {
-		v = &vip{name: name, ready: make(chan struct{}), inbound: make(map[uint32]int)}
+		v = &vip{name: name, ready: make(chan struct{})}
 		d.vips[name] = v
 		d.vips = shrink.Map(d.vips, &d.vipsPeak)
 		d.metrics.watched.Inc()
@@ -241,6 +242,9 @@ func (d *Discovery) AcquireResource(ctx context.Context, typeURL, cluster string
 	d.hold(v)
 	newPort := false
 	if inbound {
+		if v.inbound == nil {
+			v.inbound = make(map[uint32]int)
+		}
 		v.inbound[appPort]++
 		newPort = v.inbound[appPort] == 1
 	}
@@ -285,7 +289,7 @@ func (d *Discovery) AcquireResource(ctx context.Context, typeURL, cluster string
 	if !untracked {
 		result = d.result(v, secure)
 	}
-	d.metrics.lookups.WithLabelValues(result).Inc()
+	d.metrics.looked(result)
 	d.metrics.resolve.Observe(d.opts.Now().Sub(start).Seconds())
 	return result == resultFound, !untracked
 }

@@ -20,15 +20,21 @@ import (
 
 // publishCallers publishes v's inbound routes after a lookup, if it is
 // the first to succeed or who may call v changed: they depend on nothing
-// else, and an instance change must not rebuild them. Called with
-// v.resolveMu held.
+// else, and an instance change must not rebuild them. A VIP none of whose
+// inbound routes is held (most: only its own sidecars hold them) has
+// nothing to publish; a route held later is published from the latest
+// lookup (publishInbound). Called with v.resolveMu held.
 func (d *Discovery) publishCallers(v *vip, first bool) {
+	ports := d.inboundPorts(v)
+	if len(ports) == 0 {
+		return
+	}
 	callers := v.last.VIP.Policy.Normalize().AllowedCallers
 	if !first && sameCallers(v.callers, callers) {
 		return
 	}
 	v.callers = callers
-	d.publishSet(v.name, translate.InboundRoutes(v.name, v.last.VIP.Policy, d.inboundPorts(v)))
+	d.publishSet(v.name, translate.InboundRoutes(v.name, v.last.VIP.Policy, ports))
 }
 
 // sameCallers reports whether two normalized allowed_callers are the same:
@@ -40,10 +46,14 @@ func sameCallers(a, b *[]string) bool {
 	return slices.Equal(*a, *b)
 }
 
-// inboundPorts are the app ports whose inbound routes v publishes.
+// inboundPorts are the app ports whose inbound routes v publishes; nil
+// when none is held.
 func (d *Discovery) inboundPorts(v *vip) []uint32 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(v.inbound) == 0 {
+		return nil
+	}
 	return slices.Collect(maps.Keys(v.inbound))
 }
 
@@ -56,6 +66,9 @@ func (d *Discovery) publishInbound(v *vip, appPort uint32) {
 	if v.forgotten || !v.known {
 		return
 	}
+	// The callers of the routes held, for publishCallers to compare with
+	// (it skips VIPs that hold none).
+	v.callers = v.last.VIP.Policy.Normalize().AllowedCallers
 	d.publishSet(v.name, translate.InboundRoutes(v.name, v.last.VIP.Policy, []uint32{appPort}))
 }
 

@@ -66,3 +66,43 @@ func TestInboundRoutes(t *testing.T) {
 		t.Fatalf("after releasing 9090: 9090 published %v, 8080 %v; want only 8080", published(9090), published(8080))
 	}
 }
+
+// TestInboundRouteHeldLaterFollowsPolicy: a VIP watched for its clusters
+// publishes no inbound route until one is held; one held after the
+// policy changed carries the new policy, and the next change of who may
+// call the VIP, back to anyone, reaches it.
+func TestInboundRouteHeldLaterFollowsPolicy(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	route := names.InboundRoute("ledger", 8080)
+	item := cache.Item{TypeURL: resource.RouteType, Name: route}
+	f.register(t, "ledger", "l1", "10.0.0.1")
+	f.disc.Acquire(ctx, "ledger.vip")
+	if n := f.pub.count(route); n != 0 {
+		t.Fatalf("an inbound route no stream holds was published %d times", n)
+	}
+	if _, err := f.store.PutVIP(ctx, registry.VIP{Name: "ledger", Policy: registry.Policy{AllowedCallers: &[]string{"orders"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t)
+	f.disc.Acquire(ctx, route)
+	onlyOrders, ok := f.pub.Version(item)
+	if !ok {
+		t.Fatal("the inbound route was not published when held")
+	}
+	if _, err := f.store.PutVIP(ctx, registry.VIP{Name: "ledger"}); err != nil { // anyone again
+		t.Fatal(err)
+	}
+	f.sync(t)
+	anyone, _ := f.pub.Version(item)
+	if anyone == onlyOrders {
+		t.Fatal("allowed_callers went back to anyone, but the inbound route still lets in only orders")
+	}
+	if _, err := f.store.PutVIP(ctx, registry.VIP{Name: "ledger", Policy: registry.Policy{AllowedCallers: &[]string{"orders"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t)
+	if again, _ := f.pub.Version(item); again != onlyOrders {
+		t.Fatalf("allowed_callers back to orders: route version %s, want %s as before", again, onlyOrders)
+	}
+}

@@ -14,14 +14,17 @@ const (
 )
 
 type metrics struct {
-	lookups         *prometheus.CounterVec
-	resolve         prometheus.Histogram
-	watched         prometheus.Gauge
-	registryErrors  prometheus.Counter
-	translateErrors prometheus.Counter
-	absent          prometheus.Gauge
-	absentEvicted   prometheus.Counter
-	absentUntracked prometheus.Counter
+	lookups *prometheus.CounterVec
+	// found, notFound and failed are lookups' series of each result,
+	// looked up once rather than at every lookup.
+	found, notFound, failed prometheus.Counter
+	resolve                 prometheus.Histogram
+	watched                 prometheus.Gauge
+	registryErrors          prometheus.Counter
+	translateErrors         prometheus.Counter
+	absent                  prometheus.Gauge
+	absentEvicted           prometheus.Counter
+	absentUntracked         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,10 +66,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Lookups of VIPs that do not exist answered without keeping any state, because discovery.max_not_found were held; such a VIP is not pushed to the stream if it appears later.",
 		}),
 	}
-	for _, r := range []string{resultFound, resultNotFound, resultError} {
-		m.lookups.WithLabelValues(r)
-	}
+	m.found = m.lookups.WithLabelValues(resultFound)
+	m.notFound = m.lookups.WithLabelValues(resultNotFound)
+	m.failed = m.lookups.WithLabelValues(resultError)
 	prom.MustRegister(reg, m.lookups, m.resolve, m.watched, m.registryErrors, m.translateErrors,
 		m.absent, m.absentEvicted, m.absentUntracked)
 	return m
+}
+
+// looked counts a lookup with its result.
+func (m *metrics) looked(result string) {
+	switch result {
+	case resultFound:
+		m.found.Inc()
+	case resultNotFound:
+		m.notFound.Inc()
+	default:
+		m.failed.Inc()
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 
@@ -226,7 +225,7 @@ func newTemplates() *templates {
 }
 
 func (t *templates) Template(policy registry.Policy) *translate.ClusterTemplate {
-	if reflect.ValueOf(policy).IsZero() {
+	if policy.IsZero() {
 		return t.none
 	}
 	key := translate.KeyOf(policy)

@@ -196,6 +196,16 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// IsZero reports whether p is the zero Policy, every field left out (a
+// non-nil empty list is not left out). Most VIPs have it; a check on the
+// path of every lookup, it names each field rather than reflecting.
+func (p Policy) IsZero() bool {
+	return p.Protocol == "" && p.Port == 0 && p.SecurePort == 0 && p.Plaintext == nil &&
+		p.AllowedCallers == nil && p.LoadBalancing == "" && p.HashOn == nil && p.Timeouts == (Timeouts{}) &&
+		p.Retries.Attempts == 0 && p.Retries.On == nil && p.Retries.PerTry == 0 && p.Retries.BudgetPerc == 0 &&
+		p.CircuitBreakers == (CircuitBreakers{}) && p.OutlierDetection == nil && p.Explicit == nil
+}
+
 // Clone returns a deep copy of p: the copy shares no pointer or slice with
 // p, so a store can hand it out without callers reaching into its state.
 func (p Policy) Clone() Policy {

@@ -126,3 +126,61 @@ func TestPolicyCloneSharesNothing(t *testing.T) {
 		t.Fatalf("changing the clone changed the original: %+v", p)
 	}
 }
+
+// TestPolicyIsZero: IsZero is true for the zero Policy only: setting any
+// one field, however deep, to a non-zero value (an empty list included)
+// makes it false. A field added to Policy and left out of IsZero fails here.
+func TestPolicyIsZero(t *testing.T) {
+	if !(Policy{}).IsZero() {
+		t.Fatal("the zero Policy is not zero")
+	}
+	var set func(v reflect.Value, path string)
+	set = func(v reflect.Value, path string) {
+		for i := range v.NumField() {
+			f, name := v.Field(i), path+v.Type().Field(i).Name
+			if f.Kind() == reflect.Struct {
+				set(f, name+".")
+				continue
+			}
+			var p Policy
+			target := reflect.ValueOf(&p).Elem().FieldByIndex(fieldPath(t, reflect.TypeOf(p), name))
+			switch target.Kind() {
+			case reflect.Pointer:
+				target.Set(reflect.New(target.Type().Elem()))
+			case reflect.Slice:
+				target.Set(reflect.MakeSlice(target.Type(), 0, 0))
+			case reflect.String:
+				target.SetString("x")
+			case reflect.Bool:
+				target.SetBool(true)
+			case reflect.Int, reflect.Int64:
+				target.SetInt(1)
+			case reflect.Uint32:
+				target.SetUint(1)
+			case reflect.Float64:
+				target.SetFloat(1)
+			default:
+				t.Fatalf("%s: a %s; teach this test to set it", name, target.Kind())
+			}
+			if p.IsZero() {
+				t.Errorf("a Policy with %s set is zero", name)
+			}
+		}
+	}
+	set(reflect.ValueOf(Policy{}), "")
+}
+
+// fieldPath is the index path of a dotted field name in typ.
+func fieldPath(t *testing.T, typ reflect.Type, name string) []int {
+	t.Helper()
+	var path []int
+	for part := range strings.SplitSeq(name, ".") {
+		f, ok := typ.FieldByName(part)
+		if !ok {
+			t.Fatalf("no field %s", name)
+		}
+		path = append(path, f.Index...)
+		typ = f.Type
+	}
+	return path
+}

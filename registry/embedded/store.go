@@ -146,7 +146,7 @@ type Store struct {
 	preserving bool
 
 	watchMu  sync.Mutex
-	watchers map[string]map[*watcher]struct{}
+	watchers map[string][]*watcher
 	// watchersPeak is for shrink.Map of watchers.
 	watchersPeak int
 
@@ -195,7 +195,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		committerDone: make(chan struct{}),
 		counts:        make(map[registry.Status]int),
 		restored:      make(map[instanceRef]bool),
-		watchers:      make(map[string]map[*watcher]struct{}),
+		watchers:      make(map[string][]*watcher),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
 	}

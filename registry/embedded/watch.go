@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/prisma-systems/xspace-mesh/internal/shrink"
@@ -21,13 +22,10 @@ type watcher struct {
 func (s *Store) Watch(vip string, changed func()) (stop func()) {
 	w := &watcher{changed: changed}
 	s.watchMu.Lock()
-	ws, ok := s.watchers[vip]
-	if !ok {
-		ws = make(map[*watcher]struct{})
-		s.watchers[vip] = ws
-		s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
-	}
-	ws[w] = struct{}{}
+	// A slice, not a set: a VIP has one watcher (discovery's) or a few,
+	// and a VIP watched costs one small allocation.
+	s.watchers[vip] = append(s.watchers[vip], w)
+	s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
 	s.watchMu.Unlock()
 	return func() {
 		if w.stopped.Swap(true) {
@@ -35,11 +33,13 @@ func (s *Store) Watch(vip string, changed func()) (stop func()) {
 		}
 		s.watchMu.Lock()
 		defer s.watchMu.Unlock()
-		delete(s.watchers[vip], w)
-		if len(s.watchers[vip]) == 0 {
-			delete(s.watchers, vip)
-			s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
+		ws := slices.DeleteFunc(s.watchers[vip], func(o *watcher) bool { return o == w })
+		if len(ws) > 0 {
+			s.watchers[vip] = ws
+			return
 		}
+		delete(s.watchers, vip)
+		s.watchers = shrink.Map(s.watchers, &s.watchersPeak)
 	}
 }
 
@@ -51,9 +51,7 @@ func (s *Store) notify(vips ...string) {
 	var fire []*watcher
 	s.watchMu.Lock()
 	for _, vip := range vips {
-		for w := range s.watchers[vip] {
-			fire = append(fire, w)
-		}
+		fire = append(fire, s.watchers[vip]...)
 	}
 	s.watchMu.Unlock()
 	for _, w := range fire {
