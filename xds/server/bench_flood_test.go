@@ -39,14 +39,18 @@ const floodNames = 100_000
 //   - many-streams: 100 streams at once, 1,000 names each, all held.
 //
 // The server runs in a child process (see TestBenchServerProcess) with the
-// production bounds (xds.max_unknown_names 1,000, discovery.max_not_found
-// 10,000). Reported above a baseline taken before the flood: peak RSS
+// default bounds (xds.max_unknown_names 256, discovery.max_not_found
+// 2,000). Reported above a baseline taken before the flood: peak RSS
 // during the flood (VmHWM), heap in use at its end with the streams still
 // open, and heap and RSS after the streams closed and the not-found grace
 // passed (freed memory returned to the OS, as the runtime's scavenger does
 // over minutes), the last also as a percentage of the baseline RSS. Heap
 // is heap in use (HeapInuse: whole spans, fragmentation included); live
-// heap after is what objects still take (HeapAlloc).
+// heap after is what objects still take (HeapAlloc). What stays after is
+// also split by the runtime's memory classes (rt-*-after-MiB; see
+// runtimeClasses): objects, free space in spans in use, free pages not
+// returned, stacks, and the runtime's metadata; rss-anon-after-MiB leaves
+// out the mapped binary.
 func BenchmarkUnknownNameFlood(b *testing.B) {
 	for _, shape := range []string{"one-stream", "churn", "reconnect", "many-streams"} {
 		b.Run("shape="+shape, func(b *testing.B) { benchFlood(b, shape) })
@@ -87,6 +91,12 @@ func benchFlood(b *testing.B, shape string) {
 		b.ReportMetric(mib(after.HeapAlloc, base.HeapAlloc), "live-heap-after-MiB")
 		b.ReportMetric(mib(after.RSS, base.RSS), "rss-after-MiB")
 		b.ReportMetric(100*float64(after.RSS)/float64(base.RSS), "rss-after-%base")
+		// Where what stays after is (runtimeClasses): the process's own
+		// allocations (RssAnon), and the runtime's parts of them.
+		b.ReportMetric(mib(after.RSSAnon, base.RSSAnon), "rss-anon-after-MiB")
+		for _, part := range []string{"objects", "unused", "free", "stacks", "metadata"} {
+			b.ReportMetric(mib(after.Runtime[part], base.Runtime[part]), "rt-"+part+"-after-MiB")
+		}
 		b.StartTimer()
 	}
 }

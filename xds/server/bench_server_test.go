@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -59,10 +60,57 @@ type memReport struct {
 	StackInuse uint64 `json:"stack_inuse"`
 	RSS        uint64 `json:"rss"`
 	// PeakRSS is the most RSS since the last GET /mem?reset=1 (VmHWM).
-	PeakRSS    uint64 `json:"peak_rss"`
-	Goroutines int    `json:"goroutines"`
-	Streams    int    `json:"streams"`
-	Watched    int    `json:"watched"`
+	PeakRSS uint64 `json:"peak_rss"`
+	// RSSAnon is the RSS that is not the mapped binary (RssAnon): what
+	// the process allocated.
+	RSSAnon uint64 `json:"rss_anon"`
+	// Runtime is where the runtime's memory is (runtime/metrics
+	// /memory/classes): see runtimeClasses.
+	Runtime    map[string]uint64 `json:"runtime"`
+	Goroutines int               `json:"goroutines"`
+	Streams    int               `json:"streams"`
+	Watched    int               `json:"watched"`
+}
+
+// runtimeClasses sums the runtime's memory classes (runtime/metrics,
+// /memory/classes/...) into the parts BenchmarkUnknownNameFlood reports:
+// live objects, free space in spans in use, free pages not returned to the
+// OS, goroutine stacks, and the runtime's own metadata (span and GC
+// structures, caches, profiling buckets), which it keeps once made.
+var runtimeClasses = map[string][]string{
+	"objects": {"/memory/classes/heap/objects:bytes"},
+	"unused":  {"/memory/classes/heap/unused:bytes"},
+	"free":    {"/memory/classes/heap/free:bytes"},
+	"stacks":  {"/memory/classes/heap/stacks:bytes", "/memory/classes/os-stacks:bytes"},
+	"metadata": {
+		"/memory/classes/metadata/mcache/free:bytes", "/memory/classes/metadata/mcache/inuse:bytes",
+		"/memory/classes/metadata/mspan/free:bytes", "/memory/classes/metadata/mspan/inuse:bytes",
+		"/memory/classes/metadata/other:bytes", "/memory/classes/other:bytes", "/memory/classes/profiling/buckets:bytes",
+	},
+}
+
+// readRuntimeClasses reads runtimeClasses now.
+func readRuntimeClasses() map[string]uint64 {
+	var samples []metrics.Sample
+	for _, names := range runtimeClasses {
+		for _, n := range names {
+			samples = append(samples, metrics.Sample{Name: n})
+		}
+	}
+	metrics.Read(samples)
+	byName := map[string]uint64{}
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			byName[s.Name] = s.Value.Uint64()
+		}
+	}
+	out := map[string]uint64{}
+	for part, names := range runtimeClasses {
+		for _, n := range names {
+			out[part] += byName[n]
+		}
+	}
+	return out
 }
 
 // TestBenchServerProcess is not a test: benchmarks run the test binary
@@ -109,7 +157,7 @@ func TestBenchServerProcess(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		rep := memReport{
 			HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, RSS: procStatus("VmRSS:"), PeakRSS: procStatus("VmHWM:"),
-			Goroutines: runtime.NumGoroutine(),
+			RSSAnon: procStatus("RssAnon:"), Runtime: readRuntimeClasses(), Goroutines: runtime.NumGoroutine(),
 		}
 		if m != nil {
 			rep.Streams, rep.Watched = len(m.srv.Proxies()), len(m.disc.Watched())
