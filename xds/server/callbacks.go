@@ -140,12 +140,15 @@ func (s *Server) exists(st *streamState, typeURL, name string) bool {
 // stream, told to forget them by the caller), else the newest (a
 // state-of-the-world stream, which names all it wants in every request).
 func (s *Server) update(st *streamState, typeURL string, subscribe, unsubscribe []string, evictOldest bool) []string {
+	i := typeIndex(typeURL)
+	if i < 0 { // request refuses such a type before this
+		return nil
+	}
 	st.mu.Lock()
-	// request checked that the type is one of Types.
-	held := st.held[typeIndex(typeURL)]
+	held := st.held[i]
 	if held == nil {
 		held = newHeldNames()
-		st.held[typeIndex(typeURL)] = held
+		st.held[i] = held
 	}
 	st.mu.Unlock()
 	var dropped, release []string
@@ -338,7 +341,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	}
 	var drop []string
 	st.mu.Lock()
-	if held := st.held[typeIndex(typeURL)]; held != nil {
+	if held := st.heldOf(typeURL); held != nil {
 		for name := range held.names {
 			if _, ok := wanted[name]; !ok {
 				drop = append(drop, name)

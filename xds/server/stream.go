@@ -48,6 +48,16 @@ type streamState struct {
 	prepared bool
 }
 
+// heldOf returns the names the stream holds of a type; nil before its
+// first request of that type, and for a type the server does not serve.
+// Called with st.mu held.
+func (st *streamState) heldOf(typeURL string) *heldNames {
+	if i := typeIndex(typeURL); i >= 0 {
+		return st.held[i]
+	}
+	return nil
+}
+
 // requestType is the type URL a request is about: its own, or its stream's.
 func (st *streamState) requestType(typeURL string) string {
 	if typeURL == "" {
