@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,39 @@ func TestHeartbeatRenewsLease(t *testing.T) {
 	if err := e.s.Heartbeat(context.Background(), "web", "web-1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("heartbeat of an expired instance = %v, want ErrNotFound", err)
 	}
+}
+
+// TestSweepsFollowEveryDeadline: sweeps skip the leases until the earliest
+// deadline they saw passes (lease.go, nextDue), yet every instance still
+// expires at the first sweep after its own deadline: one whose heartbeats
+// moved its deadline later is looked at again and kept, and one registered
+// again with a shorter TTL makes the earliest deadline earlier.
+func TestSweepsFollowEveryDeadline(t *testing.T) {
+	e := newEnv(t)
+	start := e.clock.Now()
+	e.register(instance("web", 1)) // deadline 10s
+	slow := instance("web", 2)
+	slow.TTL = registry.Duration(30 * time.Second)
+	e.register(slow)
+	e.s.Sweep()
+	step := func(d time.Duration, want ...string) {
+		t.Helper()
+		e.clock.Advance(d)
+		e.s.Sweep()
+		if got := e.ids("web"); !slices.Equal(got, want) {
+			t.Fatalf("at %s: instances %v, want %v", e.clock.Now().Sub(start), got, want)
+		}
+	}
+	step(6*time.Second, "web-1", "web-2")
+	e.heartbeat("web", "web-1")           // deadline 16s
+	step(5*time.Second, "web-1", "web-2") // 11s: past web-1's first deadline, renewed since
+	fast := instance("web", 2)
+	fast.TTL = registry.Duration(2 * time.Second)
+	e.register(fast)                      // deadline 13s, before web-1's
+	step(2*time.Second, "web-1", "web-2") // 13s: exactly its TTL
+	step(time.Second/2, "web-1")          // 13.5s
+	step(2*time.Second, "web-1")          // 15.5s
+	step(time.Second)                     // 16.5s
 }
 
 func TestHeartbeatUnknown(t *testing.T) {

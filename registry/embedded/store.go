@@ -52,6 +52,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,6 +145,8 @@ type Store struct {
 	// since Open (registry.LeaseGrace).
 	restored   map[instanceRef]bool
 	preserving bool
+	// nextDue is a time no lease runs out before (see lease.go).
+	nextDue atomic.Int64
 
 	watchMu  sync.Mutex
 	watchers map[string][]*watcher
@@ -328,6 +331,7 @@ func (s *Store) putInstanceLocked(vs *vipState, inst registry.Instance) {
 	vs.instances[inst.ID] = inst
 	s.counts[inst.Status]++
 	s.total++
+	s.lowerNextDue(deadline(inst))
 }
 
 // removeInstanceLocked removes an instance from memory; the caller holds mu.
