@@ -90,6 +90,18 @@ func (c *Cache) Waiting(typeURL string) int {
 	return n
 }
 
+// Indexed counts the names of a type under which delta watches are
+// indexed (scoped names once per scope). It is for tests and benchmarks:
+// once every stream is closed it is 0.
+func (c *Cache) Indexed(typeURL string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ts := c.types[typeURL]; ts != nil {
+		return len(ts.delta.byKey)
+	}
+	return 0
+}
+
 // keptWatch creates or updates the kept watch of a stream's request and
 // answers it if there is anything to say. Called with c.mu held.
 func (c *Cache) keptWatch(ts *typeState, req *gcpcache.DeltaRequest, sub gcpcache.Subscription, ch chan gcpcache.DeltaResponse) func() {

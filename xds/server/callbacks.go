@@ -285,24 +285,19 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 	if len(dropped) == 0 {
 		return nil
 	}
-	// Dropped names this request subscribes to are taken out of it; those
-	// it subscribed to before are unsubscribed.
+	// Dropped names are taken out of the request's subscriptions and
+	// unsubscribed: one the stream held before may be in this request
+	// again (Envoy's on-demand CDS subscribes again to a name each time a
+	// request needs it), and go-control-plane applies the subscriptions
+	// first, so that only unsubscribing forgets it. Unsubscribing a name
+	// never subscribed changes nothing.
 	gone := make(map[string]struct{}, len(dropped))
 	for _, name := range dropped {
 		gone[name] = struct{}{}
 	}
-	kept := make([]string, 0, len(req.GetResourceNamesSubscribe()))
-	for _, name := range req.GetResourceNamesSubscribe() {
-		if _, ok := gone[name]; ok {
-			delete(gone, name)
-			continue
-		}
-		kept = append(kept, name)
-	}
-	req.ResourceNamesSubscribe = kept
-	for name := range gone {
-		req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, name)
-	}
+	req.ResourceNamesSubscribe = slices.DeleteFunc(slices.Clone(req.GetResourceNamesSubscribe()),
+		func(name string) bool { _, ok := gone[name]; return ok })
+	req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, dropped...)
 	return nil
 }
 

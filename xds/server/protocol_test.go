@@ -11,6 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/prisma-systems/xspace-mesh/internal/await"
+	"github.com/prisma-systems/xspace-mesh/names"
 	"github.com/prisma-systems/xspace-mesh/registry"
 	"github.com/prisma-systems/xspace-mesh/xds/server"
 )
@@ -136,6 +137,81 @@ func TestUnknownNamesAreBoundedPerStream(t *testing.T) {
 	m.register(t, "a", "a2", "10.0.0.2", registry.StatusUp)
 	if r := c.recv(); r.GetTypeUrl() != eds || !slices.Equal(resourceNames(r), []string{"a.vip"}) {
 		t.Fatalf("after a change of a: %s %v, want its endpoints", r.GetTypeUrl(), resourceNames(r))
+	}
+}
+
+// TestDroppedNameSubscribedAgainIsForgotten: a name the stream held, sent
+// again in the request that makes the per-stream bound drop it (Envoy
+// subscribes again to a name each time a request needs it), is forgotten
+// all the way: its reference is given back, and when it appears later it
+// is not pushed to the stream, as for every dropped name.
+func TestDroppedNameSubscribedAgainIsForgotten(t *testing.T) {
+	m := newMeshWith(t, func(o *server.Options) { o.MaxUnknownNames = 2 })
+	m.register(t, "a", "a1", "10.0.0.1", registry.StatusUp)
+	c := m.delta(t, "typo-prone-2")
+	for _, name := range []string{"ghost-1.vip", "ghost-2.vip"} {
+		c.subscribe(cds, name)
+		c.recv()
+	}
+	c.subscribe(cds, "ghost-1.vip", "ghost-3.vip") // ghost-1 is the oldest
+	if r := c.recv(); !slices.Equal(r.GetRemovedResources(), []string{"ghost-3.vip"}) || len(r.GetResources()) != 0 {
+		t.Fatalf("got %v removed %v, want ghost-3.vip answered as absent", resourceNames(r), r.GetRemovedResources())
+	}
+	for _, v := range m.disc.Watched() {
+		if v.Name == "ghost-1" && v.References != 0 {
+			t.Fatalf("ghost-1 still has %d references", v.References)
+		}
+	}
+	m.register(t, "ghost-1", "g1", "10.0.0.9", registry.StatusUp)
+	m.sync(t)
+	c.subscribe(cds, "a.vip")
+	if r := c.recv(); !slices.Equal(resourceNames(r), []string{"a.vip"}) {
+		t.Fatalf("after ghost-1 appeared, then a.vip was asked for: got %v, want a.vip alone", resourceNames(r))
+	}
+}
+
+// TestClosedStreamsLeaveNoWatch: through go-control-plane's own delta
+// server, streams that subscribe and unsubscribe names of every type, ask
+// for what a wildcard means and have names dropped by the per-stream
+// bound leave nothing in the cache's watch index once closed. The cache
+// unindexes a closed stream's watch from its go-control-plane
+// subscription (xds/cache/stream.go): a go-control-plane that made a new
+// subscription, or a copy, would leave entries here.
+func TestClosedStreamsLeaveNoWatch(t *testing.T) {
+	m := newMeshWith(t, func(o *server.Options) { o.MaxUnknownNames = 2 })
+	m.register(t, "a", "a1", "10.0.0.1", registry.StatusUp)
+	m.register(t, "b", "b1", "10.0.0.2", registry.StatusUp)
+	var clients []*deltaClient
+	for i := range 3 {
+		c := m.delta(t, fmt.Sprintf("sidecar-%d", i))
+		sidecarNode(c, map[string]any{names.NodeOutboundPortKey: 15001})
+		clients = append(clients, c)
+		c.subscribe(lds, "*")
+		c.recv()
+		c.subscribe(cds, "a.vip", "b.vip", "ghost-1.vip")
+		c.recv()
+		c.subscribe(eds, "a.vip", "b.vip")
+		c.recv()
+		c.send(deltaReq{typeURL: cds, drop: []string{"b.vip", "never.vip"}})
+		c.send(deltaReq{typeURL: eds, drop: []string{"b.vip"}})
+		c.subscribe(cds, "ghost-1.vip", "ghost-2.vip", "ghost-3.vip") // drops ghost-1
+		c.recv()
+		c.send(deltaReq{typeURL: lds, drop: []string{"*"}})
+	}
+	clients[0].cancel()
+	clients[1].cancel()
+	await.True(t, "two of three streams closed", func() bool { return len(m.srv.Proxies()) == 1 })
+	for _, typ := range []string{lds, cds, eds} {
+		if m.cache.Indexed(typ) == 0 {
+			t.Fatalf("%s: nothing indexed while a stream holds names of it", typ)
+		}
+	}
+	clients[2].cancel()
+	await.True(t, "every stream closed", func() bool { return len(m.srv.Proxies()) == 0 })
+	for _, typ := range []string{lds, rds, cds, eds, sds} {
+		if n := m.cache.Indexed(typ); n != 0 {
+			t.Errorf("%s: %d names still indexed after every stream closed", typ, n)
+		}
 	}
 }
 
