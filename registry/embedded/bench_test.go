@@ -109,7 +109,7 @@ func BenchmarkSweep(b *testing.B) {
 			s.Sweep()
 			for b.Loop() {
 				if mode == "full" {
-					s.nextDue.Store(0)
+					s.nextDue.Store(nil)
 				}
 				s.Sweep()
 			}

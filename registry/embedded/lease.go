@@ -3,7 +3,6 @@ package embedded
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -44,8 +43,9 @@ func expired(inst registry.Instance, now time.Time) bool {
 // deadline is when inst's lease runs out unless it is renewed.
 func deadline(inst registry.Instance) time.Time { return inst.RenewedAt.Add(inst.TTL.D()) }
 
-// No lease runs out before s.nextDue (Unix nanoseconds; 0 when not known,
-// as after Open): a pass over the leases finds the earliest deadline, a
+// No lease runs out before s.nextDue (nil when not known, as after Open;
+// a time.Time, so that it compares as expired does, on the monotonic clock
+// when both times have it): a pass over the leases finds the earliest deadline, a
 // stored instance (putInstanceLocked) lowers it, and a heartbeat, which
 // only moves a deadline later, leaves it. Until then a sweep has nothing
 // to look at, so a fleet whose heartbeats keep ahead of its leases is
@@ -57,10 +57,10 @@ func deadline(inst registry.Instance) time.Time { return inst.RenewedAt.Add(inst
 func (s *Store) lowerNextDue(d time.Time) {
 	for {
 		old := s.nextDue.Load()
-		if old == 0 || old <= d.UnixNano() {
+		if old == nil || !d.Before(*old) {
 			return
 		}
-		if s.nextDue.CompareAndSwap(old, d.UnixNano()) {
+		if s.nextDue.CompareAndSwap(old, &d) {
 			return
 		}
 	}
@@ -82,13 +82,15 @@ func (s *Store) leaseLocked(ref instanceRef, inst registry.Instance, now time.Ti
 func (s *Store) leasesLocked(now time.Time) ([]instanceRef, registry.LeaseCounts) {
 	var overdue []instanceRef
 	c := registry.LeaseCounts{Renewing: s.total - len(s.restored)}
-	if next := s.nextDue.Load(); next != 0 && !now.After(time.Unix(0, next)) {
+	if next := s.nextDue.Load(); next != nil && !now.After(*next) {
 		return nil, c
 	}
-	earliest := int64(math.MaxInt64)
+	earliest := farFuture
 	for name, vs := range s.vips {
 		for id, inst := range vs.instances {
-			earliest = min(earliest, deadline(inst).UnixNano())
+			if d := deadline(inst); d.Before(earliest) {
+				earliest = d
+			}
 			if !expired(inst, now) {
 				continue
 			}
@@ -101,9 +103,12 @@ func (s *Store) leasesLocked(now time.Time) ([]instanceRef, registry.LeaseCounts
 	}
 	// Readers hold mu too, but each stores what the same state gives, and
 	// a writer (lowerNextDue) waits for them.
-	s.nextDue.Store(earliest)
+	s.nextDue.Store(&earliest)
 	return overdue, c
 }
+
+// farFuture is the earliest deadline of no lease at all.
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Sweep runs one expiry pass now, applying the self-preservation rule (see
 // registry.SelfPreservation and the package comment), and then notifies the

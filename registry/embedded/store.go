@@ -146,7 +146,7 @@ type Store struct {
 	restored   map[instanceRef]bool
 	preserving bool
 	// nextDue is a time no lease runs out before (see lease.go).
-	nextDue atomic.Int64
+	nextDue atomic.Pointer[time.Time]
 
 	watchMu  sync.Mutex
 	watchers map[string][]*watcher
