@@ -44,14 +44,15 @@ func expired(inst registry.Instance, now time.Time) bool {
 func deadline(inst registry.Instance) time.Time { return inst.RenewedAt.Add(inst.TTL.D()) }
 
 // No lease runs out before s.nextDue (nil when not known, as after Open;
-// a time.Time, so that it compares as expired does, on the monotonic clock
-// when both times have it): a pass over the leases finds the earliest deadline, a
-// stored instance (putInstanceLocked) lowers it, and a heartbeat, which
-// only moves a deadline later, leaves it. Until then a sweep has nothing
-// to look at, so a fleet whose heartbeats keep ahead of its leases is
-// looked at in full about once per TTL minus heartbeat interval, not at
-// every sweep. A full pass over 30,000 instances takes 10-30 ms on a 2-core
-// machine, holding mu and the committer (BenchmarkSweep, BENCHMARKS.md).
+// a time.Time, so that it compares as expired does, on the monotonic
+// clock when both times have it): a pass over the leases finds the
+// earliest deadline, a stored instance (putInstanceLocked) lowers it, and
+// a heartbeat, which only moves a deadline later, leaves it. Until then a
+// sweep has nothing to look at, so a fleet whose heartbeats keep ahead of
+// its leases is looked at in full about once per TTL minus heartbeat
+// interval, not at every sweep. A full pass over 30,000 instances takes
+// 10-30 ms on a 2-core machine, holding mu and the committer
+// (BenchmarkSweep, BENCHMARKS.md).
 
 // lowerNextDue makes s.nextDue no later than d; the caller holds mu.
 func (s *Store) lowerNextDue(d time.Time) {
