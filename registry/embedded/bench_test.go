@@ -14,16 +14,7 @@ import (
 // per Register would make the setup take minutes) and loaded by Open.
 func BenchmarkLookup(b *testing.B) {
 	const vips = 10_000
-	dir := b.TempDir()
-	populate(b, dir, vips)
-	s, err := Open(dir, Options{SweepInterval: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	if h := s.Health(); h.VIPs != vips {
-		b.Fatalf("loaded %d VIPs, want %d", h.VIPs, vips)
-	}
+	s := openPopulated(b, vips)
 	names := make([]string, vips)
 	for v := range names {
 		names[v] = fmt.Sprintf("svc-%05d", v)
@@ -51,6 +42,23 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		})
 	})
+}
+
+// openPopulated opens a store of n VIPs (populate), with its sweeper
+// idle, closed when b ends.
+func openPopulated(b *testing.B, n int) *Store {
+	b.Helper()
+	dir := b.TempDir()
+	populate(b, dir, n)
+	s, err := Open(dir, Options{SweepInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	if h := s.Health(); h.VIPs != n || h.Instances != 3*n || h.Overdue != 0 {
+		b.Fatalf("loaded %d VIPs and %d instances, %d overdue; want %d, %d, none", h.VIPs, h.Instances, h.Overdue, n, 3*n)
+	}
+	return s
 }
 
 // populate writes n VIPs named svc-NNNNN with 3 instances each straight to
@@ -93,17 +101,7 @@ func populate(b *testing.B, dir string, n int) {
 // full: every sweep looks at every lease, as each did before nextDue
 // (forced by forgetting it).
 func BenchmarkSweep(b *testing.B) {
-	const vips = 10_000
-	dir := b.TempDir()
-	populate(b, dir, vips)
-	s, err := Open(dir, Options{SweepInterval: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	if h := s.Health(); h.Instances != 3*vips || h.Overdue != 0 {
-		b.Fatalf("loaded %d instances, %d overdue; want %d, none", h.Instances, h.Overdue, 3*vips)
-	}
+	s := openPopulated(b, 10_000)
 	for _, mode := range []string{"steady", "full"} {
 		b.Run(mode, func(b *testing.B) {
 			s.Sweep()
